@@ -11,7 +11,7 @@ PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs gnutls 2>/dev/null)
 
 SRCS = csrc/buffer.c csrc/protocol.c csrc/auth.c csrc/tls.c \
-       csrc/socket.c csrc/conn.c csrc/binding.c
+       csrc/socket.c csrc/conn.c csrc/binding.c csrc/binding_values.c
 OBJS = $(SRCS:csrc/%.c=build/%.o)
 HDRS = $(wildcard csrc/*.h)
 

@@ -14,12 +14,14 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <lua.h>
 #include <lauxlib.h>
 
+#include "binding_values.h"
 #include "conn.h"
 #include "protocol.h"
 #include "socket.h"
@@ -35,13 +37,17 @@ enum {
     UV_NOTICE,          /* on_notice function */
     UV_RESULTS,         /* results of the query being run */
     UV_CURRENT,         /* the result being filled */
-    UV_COLUMNS,         /* its column names */
-    UV_ERROR,           /* the first ErrorResponse of the query */
-    UV_COUNT = UV_ERROR
+    UV_COLUMNS,         /* its row keys, in column order */
+    UV_ERROR,           /* the first error of the query */
+    UV_DECODERS,        /* type OID -> decoder function */
+    UV_JSON_DECODE,     /* JSON decoder, or nil to keep JSON text */
+    UV_JSON_ENCODE,     /* JSON encoder, or nil */
+    UV_PARAMS,          /* ParameterDescription of a prepared statement */
+    UV_COUNT = UV_PARAMS
 };
 
-/* How a text-format value is turned into a Lua value. */
-enum column_kind { COL_STRING, COL_INTEGER, COL_FLOAT, COL_BOOL };
+/* What the operation in progress is. */
+enum op { OP_NONE, OP_QUERY, OP_EXECUTE, OP_PREPARE, OP_CLOSE };
 
 typedef struct context {
     pgc_tls_ctx *ctx;
@@ -55,14 +61,20 @@ typedef struct binding {
     int64_t deadline;      /* for the startup, 0 for none */
     int started;           /* startup finished */
     int closed;
-    /* the query being run */
-    int in_query;
+    /* decoding settings */
+    int rows_arrays;       /* connection default: rows as arrays */
+    int numeric_number;    /* numeric values as Lua numbers */
+    /* the operation in progress */
+    enum op op;
+    int op_rows_arrays;
     int has_columns;
     int ncolumns;
-    unsigned char *kinds;  /* enum column_kind per column */
+    pgc_column *columns;
     lua_Integer nrows;
     lua_Integer nresults;
     int copy_out;
+    pgc_buf scratch;       /* decoding and Bind encoding */
+    pgc_buf bind;          /* parameter values being encoded */
 } binding;
 
 /* ------------------------------------------------------------------ */
@@ -224,21 +236,64 @@ static const char *opt_field(lua_State *L, int idx, const char *name)
 }
 
 /*
- * core.new_context{cert_file=, key_file=, ca_cert_file=, key_password=}
- * Returns a context, or nil, err (kind "tls") naming the file at fault.
- * The Lua layer has checked the option names and types.
+ * Reads the source of a certificate, key or CA list from the table at
+ * idx: the file field, else the PEM text field.  Returns 1 when one is
+ * given, 0 when neither is.  The strings stay in the table.
+ */
+static int opt_source(lua_State *L, int idx, const char *file_field,
+                      const char *pem_field, pgc_tls_source *src)
+{
+    src->path = opt_field(L, idx, file_field);
+    src->pem = NULL;
+    src->len = 0;
+    if (src->path != NULL)
+        return 1;
+    lua_getfield(L, idx, pem_field);
+    src->pem = lua_tolstring(L, -1, &src->len);
+    lua_pop(L, 1);
+    return src->pem != NULL;
+}
+
+/*
+ * Loads the trust anchors of a new context: ca_cert_file (a file, or
+ * "system" for the system store by name), ca_cert (PEM text), or, when
+ * neither is given, the system store.  A system store that cannot be
+ * loaded without being asked for is not an error here: its reason is
+ * kept and reported if a connection must check the chain.  Returns 0,
+ * or -1 with err.
+ */
+static int load_trust(lua_State *L, context *x, char *err, size_t errlen)
+{
+    pgc_tls_source ca;
+    int given = opt_source(L, 1, "ca_cert_file", "ca_cert", &ca);
+
+    if (given && (ca.path == NULL || strcmp(ca.path, "system") != 0))
+        return pgc_tls_ctx_trust(x->ctx, &ca, err, errlen);
+    if (pgc_tls_ctx_trust_system(x->ctx, given, err, errlen) == 0)
+        return 0;
+    if (given)
+        return -1;
+    snprintf(x->system_error, sizeof x->system_error, "%s", err);
+    return 0;
+}
+
+/*
+ * core.new_context{cert_file= or cert=, key_file= or key=, ca_cert_file=
+ * or ca_cert=, key_password=, crl_file=}: the *_file fields name files,
+ * cert, key and ca_cert hold PEM text.  Returns a context, or nil, err
+ * (kind "tls") naming the file at fault.  The Lua layer has checked the
+ * option names, types and combinations.
  */
 static int core_new_context(lua_State *L)
 {
-    const char *cert, *key, *ca, *password;
+    pgc_tls_source cert, key;
+    const char *password, *crl;
     char err[PGC_TLS_ERRLEN];
     context *x;
 
     luaL_checktype(L, 1, LUA_TTABLE);
-    cert = opt_field(L, 1, "cert_file");
-    key = opt_field(L, 1, "key_file");
-    ca = opt_field(L, 1, "ca_cert_file");
     password = opt_field(L, 1, "key_password");
+    crl = opt_field(L, 1, "crl_file");
 
     x = lua_newuserdatauv(L, sizeof *x, 0);
     x->ctx = NULL;
@@ -248,19 +303,14 @@ static int core_new_context(lua_State *L)
     if (x->ctx == NULL)
         goto fail;
 
-    if (ca == NULL || strcmp(ca, "system") == 0) {
-        /* A missing system store matters only if the chain is checked;
-         * the connection reports it then. */
-        if (pgc_tls_ctx_trust_system(x->ctx, err, sizeof err) < 0) {
-            if (ca != NULL)
-                goto fail;
-            memcpy(x->system_error, err, sizeof err);
-        }
-    } else if (pgc_tls_ctx_trust_file(x->ctx, ca, err, sizeof err) < 0) {
+    if (load_trust(L, x, err, sizeof err) < 0)
         goto fail;
-    }
-    if (cert != NULL && key != NULL &&
-        pgc_tls_ctx_key_pair(x->ctx, cert, key, password, err,
+    if (crl != NULL &&
+        pgc_tls_ctx_crl_file(x->ctx, crl, err, sizeof err) < 0)
+        goto fail;
+    if (opt_source(L, 1, "cert_file", "cert", &cert) &&
+        opt_source(L, 1, "key_file", "key", &key) &&
+        pgc_tls_ctx_key_pair(x->ctx, &cert, &key, password, err,
                              sizeof err) < 0)
         goto fail;
     return 1;
@@ -370,12 +420,103 @@ static int add_startup_params(lua_State *L, binding *b, int idx)
     return 0;
 }
 
+/* The channel_binding option as PGC_CBIND_*; "prefer" by default. */
+static int channel_binding_mode(lua_State *L)
+{
+    const char *mode = opt_field(L, 1, "channel_binding");
+
+    if (mode != NULL && strcmp(mode, "disable") == 0)
+        return PGC_CBIND_DISABLE;
+    if (mode != NULL && strcmp(mode, "require") == 0)
+        return PGC_CBIND_REQUIRE;
+    return PGC_CBIND_PREFER;
+}
+
+/* Reads an integer field of the table at idx, or dflt when absent. */
+static int opt_int(lua_State *L, int idx, const char *name, int dflt)
+{
+    int v;
+
+    lua_getfield(L, idx, name);
+    v = lua_isinteger(L, -1) ? (int)lua_tointeger(L, -1) : dflt;
+    lua_pop(L, 1);
+    return v;
+}
+
+/* Reads a boolean field of the table at idx. */
+static int opt_bool(lua_State *L, int idx, const char *name)
+{
+    int v;
+
+    lua_getfield(L, idx, name);
+    v = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+/*
+ * Configures TLS from the tls table at index t (see core_new_conn).
+ * Returns 0, or pushes nil, err and returns 2: a config error for a bad
+ * priority string, a tls error when the chain must be checked and the
+ * context has no trust anchors.
+ */
+static int configure_tls(lua_State *L, binding *b, int t)
+{
+    char priority[PGC_TLS_PRIORITY_MAX], err[PGC_TLS_ERRLEN];
+    const char *base = opt_field(L, t, "priority");
+    int min = opt_int(L, t, "min_version", PGC_TLS_V1_2);
+    int max = opt_int(L, t, "max_version", PGC_TLS_V1_3);
+    pgc_tls_options o;
+    context *x;
+
+    lua_getfield(L, t, "context");
+    x = check_context(L, -1);
+    lua_setiuservalue(L, 2, UV_CONTEXT);
+
+    memset(&o, 0, sizeof o);
+    o.check_chain = opt_bool(L, t, "check_chain") ||
+                    (opt_bool(L, t, "chain_if_ca") &&
+                     pgc_tls_ctx_has_explicit_trust(x->ctx));
+    o.verify_host = opt_field(L, t, "host");
+    o.sni = opt_field(L, t, "sni");
+    if (o.sni != NULL && pgc_sock_is_ip_literal(o.sni))
+        o.sni = NULL;
+    o.direct = opt_bool(L, t, "direct");
+    o.allow_plain = opt_bool(L, t, "allow_plain");
+
+    if (base != NULL || min != PGC_TLS_V1_2 || max != PGC_TLS_V1_3) {
+        if (pgc_tls_priority(base, min, max, priority, sizeof priority,
+                             err, sizeof err) < 0) {
+            lua_pushnil(L);
+            push_error(L, "config", err);
+            lua_pushstring(L, base != NULL ? "ssl_priority"
+                                           : "ssl_min_protocol");
+            lua_setfield(L, -2, "option");
+            return 2;
+        }
+        o.priority = priority;
+    }
+    if (o.check_chain && !pgc_tls_ctx_has_trust(x->ctx)) {
+        lua_pushnil(L);
+        push_error(L, "tls", x->system_error[0] ? x->system_error
+                   : "no CA certificates to verify the server with");
+        return 2;
+    }
+    if (pgc_conn_use_tls(b->c, x->ctx, &o) < 0)
+        return luaL_error(L, "out of memory");
+    return 0;
+}
+
 /*
  * core.new_conn(opts) creates a connection in its initial state.  opts
  * (checked by the Lua layer) has: startup (table of startup parameters),
- * password, on_notice, max_message, and tls = {context=, check_chain=,
- * host=, sni=} when TLS is wanted.  Returns the connection, or nil, err
- * when TLS cannot verify as asked.
+ * password, on_notice, max_message, channel_binding ("disable",
+ * "prefer", "require"), and when TLS is wanted tls = {context=,
+ * check_chain=, chain_if_ca= (check it when the context has an explicit
+ * CA), host= (the name to verify), sni=, priority=, min_version=,
+ * max_version= (PGC_TLS_V*: 12 for TLS 1.2), direct=, allow_plain=}.
+ * Returns the connection, or nil, err when TLS cannot be set up as
+ * asked.
  */
 static int core_new_conn(lua_State *L)
 {
@@ -411,32 +552,10 @@ static int core_new_conn(lua_State *L)
         pgc_conn_set_max_message(b->c, (size_t)lua_tointeger(L, -1));
     lua_pop(L, 1);
 
+    pgc_conn_set_channel_binding(b->c, channel_binding_mode(L));
     lua_getfield(L, 1, "tls");
-    if (lua_istable(L, -1)) {
-        int t = lua_gettop(L);
-        context *x;
-        int check_chain;
-        const char *host, *sni;
-
-        lua_getfield(L, t, "context");
-        x = check_context(L, -1);
-        lua_setiuservalue(L, 2, UV_CONTEXT);
-        lua_getfield(L, t, "check_chain");
-        check_chain = lua_toboolean(L, -1);
-        lua_pop(L, 1);
-        host = opt_field(L, t, "host");
-        sni = opt_field(L, t, "sni");
-        if (check_chain && !pgc_tls_ctx_has_trust(x->ctx)) {
-            lua_pushnil(L);
-            push_error(L, "tls", x->system_error[0] ? x->system_error
-                       : "no CA certificates to verify the server with");
-            return 2;
-        }
-        if (pgc_conn_use_tls(b->c, x->ctx, check_chain, host,
-                             sni && !pgc_sock_is_ip_literal(sni) ? sni
-                                                                 : NULL) < 0)
-            return luaL_error(L, "out of memory");
-    }
+    if (lua_istable(L, -1) && configure_tls(L, b, lua_gettop(L)) != 0)
+        return 2;
     lua_pop(L, 1);
 
     lua_settop(L, 2);
@@ -701,8 +820,10 @@ static int conn_gc(lua_State *L)
     release(b);
     pgc_conn_free(b->c);
     b->c = NULL;
-    free(b->kinds);
-    b->kinds = NULL;
+    free(b->columns);
+    b->columns = NULL;
+    pgc_buf_free(&b->scratch);
+    pgc_buf_free(&b->bind);
     b->L = NULL;
     return 0;
 }
@@ -728,137 +849,23 @@ static int conn_tostring(lua_State *L)
 }
 
 /* ------------------------------------------------------------------ */
-/* decoding values                                                     */
+/* operations: simple and extended query cycles                        */
 /* ------------------------------------------------------------------ */
 
-static enum column_kind kind_of_type(uint32_t oid)
-{
-    switch (oid) {
-    case 20:    /* int8 */
-    case 21:    /* int2 */
-    case 23:    /* int4 */
-    case 26:    /* oid */
-        return COL_INTEGER;
-    case 700:   /* float4 */
-    case 701:   /* float8 */
-        return COL_FLOAT;
-    case 16:    /* bool */
-        return COL_BOOL;
-    default:
-        return COL_STRING;
-    }
-}
-
-/*
- * Parses a decimal integer in text format, exact over the whole 64-bit
- * range.  Returns 0 with *out set, or -1 when p is not such a number.
- */
-static int parse_integer(const char *p, size_t len, lua_Integer *out)
-{
-    unsigned long long v = 0, limit;
-    int negative = 0;
-    size_t i = 0;
-
-    if (len > 0 && (p[0] == '-' || p[0] == '+')) {
-        negative = p[0] == '-';
-        i = 1;
-    }
-    if (i == len)
-        return -1;
-    limit = negative ? (unsigned long long)LUA_MAXINTEGER + 1
-                     : (unsigned long long)LUA_MAXINTEGER;
-    for (; i < len; i++) {
-        unsigned d = (unsigned char)p[i] - '0';
-
-        if (d > 9 || v > (limit - d) / 10)
-            return -1;
-        v = v * 10 + d;
-    }
-    if (negative)
-        *out = v == (unsigned long long)LUA_MAXINTEGER + 1
-               ? LUA_MININTEGER : -(lua_Integer)v;
-    else
-        *out = (lua_Integer)v;
-    return 0;
-}
-
-/*
- * Pushes a float from text format ("1.5", "1e+300", "NaN", "Infinity",
- * "-Infinity").  Returns 0, or -1 when p is not a number.
- */
-static int push_float(lua_State *L, const char *p, size_t len)
-{
-    char text[64];
-
-    if (len == 3 && memcmp(p, "NaN", 3) == 0) {
-        lua_pushnumber(L, (lua_Number)NAN);
-        return 0;
-    }
-    if (len == 8 && memcmp(p, "Infinity", 8) == 0) {
-        lua_pushnumber(L, (lua_Number)HUGE_VAL);
-        return 0;
-    }
-    if (len == 9 && memcmp(p, "-Infinity", 9) == 0) {
-        lua_pushnumber(L, (lua_Number)-HUGE_VAL);
-        return 0;
-    }
-    if (len == 0 || len >= sizeof text)
-        return -1;
-    memcpy(text, p, len);
-    text[len] = 0;
-    /* lua_stringtonumber follows Lua's own rules, whatever the locale. */
-    if (lua_stringtonumber(L, text) == 0)
-        return -1;
-    if (lua_isinteger(L, -1)) {
-        lua_Number n = (lua_Number)lua_tointeger(L, -1);
-
-        lua_pop(L, 1);
-        lua_pushnumber(L, n);
-    }
-    return 0;
-}
-
-/* Pushes one text-format value.  Returns 0, or -1 when it does not parse
- * as its type says. */
-static int push_value(lua_State *L, enum column_kind kind, const char *p,
-                      size_t len)
-{
-    lua_Integer i;
-
-    switch (kind) {
-    case COL_INTEGER:
-        if (parse_integer(p, len, &i) < 0)
-            return -1;
-        lua_pushinteger(L, i);
-        return 0;
-    case COL_FLOAT:
-        return push_float(L, p, len);
-    case COL_BOOL:
-        if (len != 1 || (p[0] != 't' && p[0] != 'f'))
-            return -1;
-        lua_pushboolean(L, p[0] == 't');
-        return 0;
-    default:
-        lua_pushlstring(L, p, len);
-        return 0;
-    }
-}
-
-/* ------------------------------------------------------------------ */
-/* query cycles                                                        */
-/* ------------------------------------------------------------------ */
-
-/* Stack slots used while a query is processed (see query_process). */
+/* Stack slots used while messages are processed (see process). */
 #define SLOT_RESULTS 2
 #define SLOT_CURRENT 3
 #define SLOT_COLUMNS 4
+#define SLOT_DECODERS 5
+#define SLOT_JSON 6
+#define SLOT_PARAMS 7
 
-/* Clears the per-query state of the binding and its user values. */
-static void query_reset(lua_State *L, binding *b)
+/* Clears the state of the operation and its user values. */
+static void op_reset(lua_State *L, binding *b)
 {
     int uv;
 
-    b->in_query = 0;
+    b->op = OP_NONE;
     b->has_columns = 0;
     b->ncolumns = 0;
     b->nrows = 0;
@@ -868,6 +875,20 @@ static void query_reset(lua_State *L, binding *b)
         lua_pushnil(L);
         lua_setiuservalue(L, 1, uv);
     }
+    lua_pushnil(L);
+    lua_setiuservalue(L, 1, UV_PARAMS);
+}
+
+/* The decoding environment for the slots of process(). */
+static pgc_decode_env decode_env(lua_State *L, binding *b)
+{
+    pgc_decode_env env;
+
+    env.json_idx = lua_isfunction(L, SLOT_JSON) ? SLOT_JSON : 0;
+    env.custom_idx = lua_istable(L, SLOT_DECODERS) ? SLOT_DECODERS : 0;
+    env.numeric_number = b->numeric_number;
+    env.scratch = &b->scratch;
+    return env;
 }
 
 /* Starts a new result table with its columns table in the slots. */
@@ -885,47 +906,128 @@ static void new_result(lua_State *L, int ncolumns)
     lua_replace(L, SLOT_CURRENT);
 }
 
-/* Handles RowDescription.  Returns 0, or -1 if it is malformed. */
+/*
+ * Pushes the row key for column i named name: the name itself, unless an
+ * earlier column has it, in which case "name_N" with N the column's
+ * position.  Keys are in SLOT_COLUMNS for earlier columns.
+ */
+static void push_column_key(lua_State *L, int i, const char *name,
+                            size_t len)
+{
+    int j;
+
+    lua_pushlstring(L, name, len);
+    for (j = 1; j <= i; j++) {
+        int same;
+
+        lua_rawgeti(L, SLOT_COLUMNS, j);
+        same = lua_rawequal(L, -1, -2);
+        lua_pop(L, 1);
+        if (same) {
+            lua_pop(L, 1);
+            lua_pushfstring(L, "%s_%d", name, i + 1);
+            return;
+        }
+    }
+}
+
+/* Handles RowDescription: a new result with columns and fields.  Returns
+ * 0, or -1 if the message is malformed. */
 static int row_description(lua_State *L, binding *b, const pgc_msg *m)
 {
+    pgc_decode_env env = decode_env(L, b);
     pgc_reader r;
-    int n, i;
-    unsigned char *kinds;
+    pgc_column *cols;
+    int n, i, fields;
 
     pgc_reader_init(&r, m->body, m->len);
     n = pgc_read_i16(&r);
     if (r.bad || n < 0)
         return -1;
-    kinds = realloc(b->kinds, n > 0 ? (size_t)n : 1);
-    if (kinds == NULL)
-        luaL_error(L, "out of memory");
-    b->kinds = kinds;
+    cols = realloc(b->columns, (n > 0 ? (size_t)n : 1) * sizeof *cols);
+    if (cols == NULL)
+        return luaL_error(L, "out of memory");
+    b->columns = cols;
 
     new_result(L, n);
+    lua_createtable(L, n, 0);
+    fields = lua_gettop(L);
     for (i = 0; i < n; i++) {
         size_t len;
         const char *name = pgc_read_cstr(&r, &len);
-        uint32_t type;
+        uint32_t table = (uint32_t)pgc_read_i32(&r);
+        int attnum = pgc_read_i16(&r);
+        uint32_t type = (uint32_t)pgc_read_i32(&r);
+        int typmod;
+        int format;
+        const char *tname;
 
-        pgc_read_bytes(&r, 6);          /* table OID, attribute number */
-        type = (uint32_t)pgc_read_i32(&r);
-        pgc_read_bytes(&r, 8);          /* size, modifier, format */
-        if (r.bad)
+        pgc_read_i16(&r);               /* type size */
+        typmod = pgc_read_i32(&r);
+        format = pgc_read_i16(&r);
+        if (r.bad || (format != 0 && format != 1))
             return -1;
-        kinds[i] = (unsigned char)kind_of_type(type);
+        pgc_values_describe(L, &env, &cols[i], type, format);
+
+        push_column_key(L, i, name, len);
+        lua_createtable(L, 0, 7);
         lua_pushlstring(L, name, len);
+        lua_setfield(L, -2, "name");
+        lua_pushvalue(L, -2);
+        lua_setfield(L, -2, "key");
+        lua_pushinteger(L, (lua_Integer)type);
+        lua_setfield(L, -2, "oid");
+        tname = pgc_values_type_name(type);
+        if (tname != NULL) {
+            lua_pushstring(L, tname);
+            lua_setfield(L, -2, "type");
+        }
+        lua_pushinteger(L, typmod);
+        lua_setfield(L, -2, "modifier");
+        if (table != 0) {
+            lua_pushinteger(L, (lua_Integer)table);
+            lua_setfield(L, -2, "table_oid");
+            lua_pushinteger(L, attnum);
+            lua_setfield(L, -2, "column_number");
+        }
+        lua_pushstring(L, format ? "binary" : "text");
+        lua_setfield(L, -2, "format");
+        lua_rawseti(L, fields, i + 1);
         lua_rawseti(L, SLOT_COLUMNS, i + 1);
     }
+    lua_setfield(L, SLOT_CURRENT, "fields");
     b->ncolumns = n;
     b->has_columns = 1;
     b->nrows = 0;
     return 0;
 }
 
-/* Handles DataRow: one table keyed by column name, SQL NULL as the light
- * userdata NULL (pg.null).  Returns 0, or -1 if malformed. */
+/* Keeps the first error of an operation in UV_ERROR. */
+static void keep_error(lua_State *L, const char *kind, const char *message,
+                       const pgc_msg *server)
+{
+    lua_getiuservalue(L, 1, UV_ERROR);
+    if (!lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return;
+    }
+    lua_pop(L, 1);
+    push_error(L, kind, message);
+    if (server != NULL)
+        set_server_fields(L, server->body, server->len);
+    lua_setiuservalue(L, 1, UV_ERROR);
+}
+
+/*
+ * Handles DataRow: one table keyed by column name (or an array of values
+ * in column order), SQL NULL as the light userdata NULL (pg.null).
+ * Returns 0; -1 when the message is malformed.  A value that does not
+ * decode is kept as the operation's error and the row is dropped.
+ */
 static int data_row(lua_State *L, binding *b, const pgc_msg *m)
 {
+    pgc_decode_env env = decode_env(L, b);
+    int arrays = b->op_rows_arrays;
     pgc_reader r;
     int n, i;
 
@@ -936,24 +1038,38 @@ static int data_row(lua_State *L, binding *b, const pgc_msg *m)
     if (r.bad || n != b->ncolumns)
         return -1;
 
-    lua_createtable(L, 0, n);
+    if (arrays)
+        lua_createtable(L, n, 0);
+    else
+        lua_createtable(L, 0, n);
     for (i = 0; i < n; i++) {
         int32_t len = pgc_read_i32(&r);
-        const char *p;
+        const char *p = NULL;
+        char err[256];
 
-        lua_rawgeti(L, SLOT_COLUMNS, i + 1);
+        if (len < -1 || (len >= 0 &&
+                         (p = pgc_read_bytes(&r, (size_t)len)) == NULL)) {
+            lua_pop(L, 1);
+            return -1;
+        }
+        if (!arrays)
+            lua_rawgeti(L, SLOT_COLUMNS, i + 1);
         if (len == -1) {
             lua_pushlightuserdata(L, NULL);
-        } else {
-            p = len >= 0 ? pgc_read_bytes(&r, (size_t)len) : NULL;
-            if (p == NULL ||
-                push_value(L, (enum column_kind)b->kinds[i], p,
-                           (size_t)len) < 0) {
-                lua_pop(L, 2);
-                return -1;
-            }
+        } else if (pgc_values_push(L, &env, &b->columns[i], p,
+                                   (size_t)len, err, sizeof err) < 0) {
+            lua_pop(L, arrays ? 1 : 2);
+            lua_rawgeti(L, SLOT_COLUMNS, i + 1);
+            lua_pushfstring(L, "cannot decode column '%s': %s",
+                            lua_tostring(L, -1), err);
+            keep_error(L, "protocol", lua_tostring(L, -1), NULL);
+            lua_pop(L, 2);
+            return 0;
         }
-        lua_rawset(L, -3);
+        if (arrays)
+            lua_rawseti(L, -2, i + 1);
+        else
+            lua_rawset(L, -3);
     }
     if (r.left != 0) {
         lua_pop(L, 1);
@@ -982,12 +1098,13 @@ static void finish_result(lua_State *L, binding *b, const char *tag,
     while (last > tag && last[-1] >= '0' && last[-1] <= '9')
         last--;
     if (last < tag + len && last > tag && last[-1] == ' ') {
-        lua_Integer count;
+        lua_Integer count = 0;
+        const char *d;
 
-        if (parse_integer(last, (size_t)(tag + len - last), &count) == 0) {
-            lua_pushinteger(L, count);
-            lua_setfield(L, SLOT_CURRENT, "affected");
-        }
+        for (d = last; d < tag + len && count < LUA_MAXINTEGER / 10; d++)
+            count = count * 10 + (*d - '0');
+        lua_pushinteger(L, count);
+        lua_setfield(L, SLOT_CURRENT, "affected");
     }
 
     lua_pushvalue(L, SLOT_CURRENT);
@@ -997,35 +1114,47 @@ static void finish_result(lua_State *L, binding *b, const char *tag,
     b->nrows = 0;
 }
 
-/* Keeps the first error of a query in UV_ERROR. */
-static void keep_error(lua_State *L, binding *b, const char *kind,
-                       const char *message, const pgc_msg *server)
+/* Handles ParameterDescription: the prepared statement's parameter
+ * types, as a sequence of OIDs in SLOT_PARAMS. */
+static int parameter_description(lua_State *L, const pgc_msg *m)
 {
-    (void)b;
-    lua_getiuservalue(L, 1, UV_ERROR);
-    if (!lua_isnil(L, -1)) {
-        lua_pop(L, 1);
-        return;
+    pgc_reader r;
+    int n, i;
+
+    pgc_reader_init(&r, m->body, m->len);
+    n = pgc_read_i16(&r);
+    if (r.bad || n < 0)
+        return -1;
+    lua_createtable(L, n, 0);
+    for (i = 0; i < n; i++) {
+        lua_pushinteger(L, (lua_Integer)(uint32_t)pgc_read_i32(&r));
+        lua_rawseti(L, -2, i + 1);
     }
-    lua_pop(L, 1);
-    push_error(L, kind, message);
-    if (server != NULL)
-        set_server_fields(L, server->body, server->len);
-    lua_setiuservalue(L, 1, UV_ERROR);
+    if (r.bad) {
+        lua_pop(L, 1);
+        return -1;
+    }
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, 1, UV_PARAMS);
+    lua_replace(L, SLOT_PARAMS);
+    return 0;
 }
 
 /*
- * Processes the messages available for the query in progress.  Returns
- * PGC_DONE at ReadyForQuery, PGC_WANT_READ, or PGC_FAIL when the
+ * Processes the messages available for the operation in progress.
+ * Returns PGC_DONE at ReadyForQuery, PGC_WANT_READ, or PGC_FAIL when the
  * connection failed.  The result tables live in user values between
- * calls; they are in stack slots 2..4 while this runs.
+ * calls; they are in stack slots while this runs.
  */
-static int query_process(lua_State *L, binding *b)
+static int process(lua_State *L, binding *b)
 {
     lua_settop(L, 1);
     lua_getiuservalue(L, 1, UV_RESULTS);
     lua_getiuservalue(L, 1, UV_CURRENT);
     lua_getiuservalue(L, 1, UV_COLUMNS);
+    lua_getiuservalue(L, 1, UV_DECODERS);
+    lua_getiuservalue(L, 1, UV_JSON_DECODE);
+    lua_getiuservalue(L, 1, UV_PARAMS);
 
     for (;;) {
         pgc_msg m;
@@ -1048,6 +1177,14 @@ static int query_process(lua_State *L, binding *b)
         case 'C':
             finish_result(L, b, m.body, m.len ? strnlen(m.body, m.len) : 0);
             break;
+        case 'n':
+            if (b->op == OP_PREPARE)
+                new_result(L, 0);
+            break;
+        case 't':
+            if (parameter_description(L, &m) < 0)
+                goto malformed;
+            break;
         case 'I':
             new_result(L, 0);
             lua_pushboolean(L, 1);
@@ -1056,33 +1193,30 @@ static int query_process(lua_State *L, binding *b)
             lua_rawseti(L, SLOT_RESULTS, ++b->nresults);
             break;
         case 'E':
-            keep_error(L, b, "server", "server error", &m);
+            keep_error(L, "server", "server error", &m);
             break;
         case 'G':
         case 'W':
-            keep_error(L, b, "protocol", "COPY FROM STDIN is not "
-                       "supported by query()", NULL);
+            keep_error(L, "protocol", "COPY FROM STDIN is not supported",
+                       NULL);
             if (pgc_conn_send_copy_fail(b->c, "COPY FROM STDIN is not "
                                         "supported by this client") < 0)
                 return PGC_FAIL;
             break;
         case 'H':
-            keep_error(L, b, "protocol", "COPY TO STDOUT is not supported "
-                       "by query()", NULL);
+            keep_error(L, "protocol", "COPY TO STDOUT is not supported",
+                       NULL);
             b->copy_out = 1;
             break;
         case 'd':
         case 'c':
-            b->copy_out = 0;
             break;
         case 'Z':
             return PGC_DONE;
-        case 'n':
         case '1':
         case '2':
         case '3':
         case 's':
-        case 't':
             break;
         default:
             pgc_conn_fail(b->c, PGC_ERR_PROTOCOL, "unexpected message "
@@ -1092,85 +1226,354 @@ static int query_process(lua_State *L, binding *b)
     }
 
 malformed:
-    pgc_conn_fail(b->c, PGC_ERR_PROTOCOL, "malformed %s message from the "
-                  "server", "row");
+    pgc_conn_fail(b->c, PGC_ERR_PROTOCOL, "malformed message of type '%c' "
+                  "from the server", 'D');
     return PGC_FAIL;
 }
 
 /*
- * Ends a query: returns its results as separate values, or nil, err.
- * rc is what query_process returned (PGC_DONE or PGC_FAIL).
+ * Ends an operation: returns what it produced, or nil, err.  rc is what
+ * process() returned (PGC_DONE or PGC_FAIL).  A query returns one result
+ * per statement; execute its result; prepare the statement's description
+ * (fields, columns, params); close true.
  */
-static int query_finish(lua_State *L, binding *b, int rc)
+static int op_finish(lua_State *L, binding *b, int rc)
 {
+    enum op op = b->op;
     lua_Integer i, n = b->nresults;
     int top;
 
     lua_settop(L, 1);
     lua_getiuservalue(L, 1, UV_ERROR);
     lua_getiuservalue(L, 1, UV_RESULTS);
+    lua_getiuservalue(L, 1, UV_CURRENT);
+    lua_getiuservalue(L, 1, UV_PARAMS);
     top = lua_gettop(L);
+    op_reset(L, b);
 
     if (rc == PGC_FAIL) {
         /* The connection is unusable from now on; later calls return the
          * same error.  A server error that came before the failure (a
          * FATAL one) explains it best. */
         close_socket(b);
-        query_reset(L, b);
         lua_pushnil(L);
-        if (!lua_isnil(L, top - 1))
-            lua_pushvalue(L, top - 1);
+        if (!lua_isnil(L, top - 3))
+            lua_pushvalue(L, top - 3);
         else
             push_conn_error(L, b);
         return 2;
     }
-
-    query_reset(L, b);
-    if (!lua_isnil(L, top - 1)) {
+    if (!lua_isnil(L, top - 3)) {
         lua_pushnil(L);
-        lua_pushvalue(L, top - 1);
+        lua_pushvalue(L, top - 3);
         return 2;
     }
-    if (n > INT_MAX - 20 || !lua_checkstack(L, (int)n))
-        return luaL_error(L, "too many results");
-    for (i = 1; i <= n; i++)
-        lua_rawgeti(L, top, i);
-    return (int)n;
+
+    switch (op) {
+    case OP_PREPARE:
+        if (!lua_istable(L, top - 1))
+            new_result(L, 0);
+        lua_pushvalue(L, top - 1);
+        if (lua_isnil(L, top))
+            lua_newtable(L);
+        else
+            lua_pushvalue(L, top);
+        lua_setfield(L, -2, "params");
+        return 1;
+    case OP_CLOSE:
+        return (lua_pushboolean(L, 1), 1);
+    case OP_EXECUTE:
+        if (n == 0)
+            return 0;
+        lua_rawgeti(L, top - 2, 1);
+        return 1;
+    default:
+        if (n > INT_MAX - 20 || !lua_checkstack(L, (int)n))
+            return luaL_error(L, "too many results");
+        for (i = 1; i <= n; i++)
+            lua_rawgeti(L, top - 2, i);
+        return (int)n;
+    }
 }
 
-/* Queues a simple Query and prepares the result state.  Raises on
- * misuse; returns 0, or -1 with the connection failed. */
-static int query_begin(lua_State *L, binding *b)
+/*
+ * Checks that an operation can start and prepares its state.  Raises on
+ * misuse; returns 0, or -1 when the connection has failed (op_finish then
+ * reports its error).  rows_idx is the stack index of the rows option
+ * (true for arrays, false for maps, nil for the connection's default).
+ */
+static int op_begin(lua_State *L, binding *b, enum op op, int rows_idx)
 {
-    size_t len;
-    const char *sql = luaL_checklstring(L, 2, &len);
-
-    if (memchr(sql, 0, len) != NULL)
-        luaL_argerror(L, 2, "SQL text contains a NUL byte");
-    if (b->in_query)
-        luaL_error(L, "another query is in progress on this connection");
+    if (b->op != OP_NONE)
+        luaL_error(L, "another operation is in progress on this "
+                   "connection");
     if (!pgc_conn_is_ready(b->c)) {
-        if (pgc_conn_is_failed(b->c))
+        if (pgc_conn_is_failed(b->c)) {
+            b->op = op;
             return -1;
+        }
         luaL_error(L, "connection is not ready for a query");
     }
-    query_reset(L, b);
+    op_reset(L, b);
     lua_newtable(L);
     lua_setiuservalue(L, 1, UV_RESULTS);
-    b->in_query = 1;
-    return pgc_conn_send_query(b->c, sql, len);
+    b->op = op;
+    b->op_rows_arrays = lua_isnoneornil(L, rows_idx) ? b->rows_arrays
+                        : lua_toboolean(L, rows_idx);
+    return 0;
 }
 
-/* c:query_native(sql) runs a query over the native socket. */
-static int conn_query_native(lua_State *L)
+/* Fails the connection for an encoder that ran out of memory. */
+static int sent(binding *b, int rc)
+{
+    if (rc < 0) {
+        pgc_conn_fail(b->c, PGC_ERR_IO, "out of memory");
+        return -1;
+    }
+    return pgc_conn_commit(b->c);
+}
+
+/* Returns true, or nil, err when the operation could not be queued. */
+static int queued_result(lua_State *L, binding *b, int rc)
+{
+    if (rc < 0)
+        return op_finish(L, b, PGC_FAIL);
+    return (lua_pushboolean(L, 1), 1);
+}
+
+/* Checks an SQL or name argument for NUL bytes. */
+static const char *check_text(lua_State *L, int idx, size_t *len,
+                              const char *what)
+{
+    const char *s = luaL_checklstring(L, idx, len);
+
+    if (memchr(s, 0, *len) != NULL)
+        luaL_error(L, "%s contains a NUL byte", what);
+    return s;
+}
+
+/* c:send_query(sql [, rows_arrays]) queues a simple Query. */
+static int conn_send_query(lua_State *L)
+{
+    binding *b = check_open(L);
+    size_t len;
+    const char *sql = check_text(L, 2, &len, "SQL text");
+
+    if (op_begin(L, b, OP_QUERY, 3) < 0)
+        return op_finish(L, b, PGC_FAIL);
+    return queued_result(L, b, sent(b, pgc_enc_query(pgc_conn_out(b->c),
+                                                     sql, len)));
+}
+
+/*
+ * Encodes the parameters at stack indexes first..last into b->bind, with
+ * their types and formats into oids/formats (arrays of n in b->scratch).
+ * server_oids is the stack index of a sequence of described types, or 0.
+ * Raises when a value cannot be encoded; nothing is queued then.
+ */
+static void encode_params(lua_State *L, binding *b, int first, int n,
+                          int server_oids, uint32_t **oids, int16_t **fmts)
+{
+    int json_encode, i;
+    size_t need = (size_t)n * (sizeof **oids + sizeof **fmts) + 8;
+
+    if (n > 65535)
+        luaL_error(L, "too many parameters (%d; at most 65535)", n);
+    pgc_buf_clear(&b->bind);
+    pgc_buf_clear(&b->scratch);
+    if (pgc_buf_reserve(&b->scratch, need) == NULL)
+        luaL_error(L, "out of memory");
+    *oids = (uint32_t *)(void *)b->scratch.data;
+    *fmts = (int16_t *)(void *)(b->scratch.data + (size_t)n * 4);
+
+    lua_getiuservalue(L, 1, UV_JSON_ENCODE);
+    json_encode = lua_isfunction(L, -1) ? lua_gettop(L) : 0;
+    for (i = 0; i < n; i++) {
+        uint32_t server = 0, oid;
+        int format;
+
+        if (server_oids != 0) {
+            lua_rawgeti(L, server_oids, i + 1);
+            server = (uint32_t)lua_tointeger(L, -1);
+            lua_pop(L, 1);
+        }
+        pgc_values_encode(L, first + i, i + 1, server, json_encode,
+                          &b->bind, &oid, &format);
+        (*oids)[i] = oid;
+        (*fmts)[i] = (int16_t)format;
+    }
+    lua_pop(L, 1);
+}
+
+/*
+ * Appends Bind for statement name with the encoded parameters, asking for
+ * results in the given formats (NULL: all text), then Describe (portal),
+ * Execute and Sync.  Returns 0, or -1 when out of memory.
+ */
+static int append_bind_execute(binding *b, const char *name, int n,
+                               const int16_t *fmts, int ncols,
+                               const int16_t *result_fmts)
+{
+    pgc_buf *out = pgc_conn_out(b->c);
+    size_t at = pgc_msg_begin(out, 'B');
+    int i;
+
+    if (at == (size_t)-1 || pgc_buf_append_u8(out, 0) < 0 ||
+        pgc_buf_append_cstr(out, name) < 0 ||
+        pgc_buf_append_i16(out, (int16_t)n) < 0)
+        return -1;
+    for (i = 0; i < n; i++)
+        if (pgc_buf_append_i16(out, fmts[i]) < 0)
+            return -1;
+    if (pgc_buf_append_i16(out, (int16_t)n) < 0 ||
+        pgc_buf_append(out, pgc_buf_head(&b->bind),
+                       pgc_buf_len(&b->bind)) < 0 ||
+        pgc_buf_append_i16(out, (int16_t)ncols) < 0)
+        return -1;
+    for (i = 0; i < ncols; i++)
+        if (pgc_buf_append_i16(out, result_fmts[i]) < 0)
+            return -1;
+    pgc_msg_end(out, at);
+    if (pgc_enc_describe(out, 'P', "") < 0 ||
+        pgc_enc_execute(out, "", 0) < 0 || pgc_enc_sync(out) < 0)
+        return -1;
+    return 0;
+}
+
+/*
+ * c:send_execute(rows_arrays, sql, ...) queues Parse/Bind/Describe/
+ * Execute/Sync on the unnamed statement with the arguments after sql as
+ * parameters (every argument counts, trailing nils included).  Results
+ * come in text format.
+ */
+static int conn_send_execute(lua_State *L)
+{
+    binding *b = check_open(L);
+    size_t len;
+    const char *sql = check_text(L, 3, &len, "SQL text");
+    int n = lua_gettop(L) - 3;
+    uint32_t *oids;
+    int16_t *fmts;
+    pgc_buf *out;
+
+    /* Encoding may raise: it runs before the operation starts. */
+    encode_params(L, b, 4, n, 0, &oids, &fmts);
+    if (op_begin(L, b, OP_EXECUTE, 2) < 0)
+        return op_finish(L, b, PGC_FAIL);
+    oids = (uint32_t *)(void *)b->scratch.data;
+    fmts = (int16_t *)(void *)(b->scratch.data + (size_t)n * 4);
+    out = pgc_conn_out(b->c);
+    if (pgc_enc_parse(out, "", sql, len, n, oids) < 0 ||
+        append_bind_execute(b, "", n, fmts, 0, NULL) < 0)
+        return queued_result(L, b, sent(b, -1));
+    return queued_result(L, b, sent(b, 0));
+}
+
+/* c:send_prepare(name, sql) queues Parse of a named statement, Describe
+ * (statement) and Sync. */
+static int conn_send_prepare(lua_State *L)
+{
+    binding *b = check_open(L);
+    size_t nlen, len;
+    const char *name = check_text(L, 2, &nlen, "statement name");
+    const char *sql = check_text(L, 3, &len, "SQL text");
+    pgc_buf *out;
+
+    if (op_begin(L, b, OP_PREPARE, 4) < 0)
+        return op_finish(L, b, PGC_FAIL);
+    out = pgc_conn_out(b->c);
+    if (pgc_enc_parse(out, name, sql, len, 0, NULL) < 0 ||
+        pgc_enc_describe(out, 'S', name) < 0 || pgc_enc_sync(out) < 0)
+        return queued_result(L, b, sent(b, -1));
+    return queued_result(L, b, sent(b, 0));
+}
+
+/*
+ * c:send_bind(rows_arrays, name, param_oids, column_oids, ...) queues
+ * Bind/Describe/Execute/Sync for a prepared statement: parameters are
+ * encoded for the types the server described, and results of the types
+ * this client decodes in binary are asked for in binary.
+ */
+static int conn_send_bind(lua_State *L)
+{
+    binding *b = check_open(L);
+    size_t nlen;
+    const char *name = check_text(L, 3, &nlen, "statement name");
+    int n = lua_gettop(L) - 5, ncols, i;
+    uint32_t *oids;
+    int16_t *fmts, *result_fmts;
+    pgc_decode_env env;
+
+    luaL_checktype(L, 4, LUA_TTABLE);
+    luaL_checktype(L, 5, LUA_TTABLE);
+    /* Encoding may raise: it runs before the operation starts. */
+    encode_params(L, b, 6, n, 4, &oids, &fmts);
+    (void)oids;
+
+    ncols = (int)lua_rawlen(L, 5);
+    if (ncols > 65535)
+        return luaL_error(L, "too many columns");
+    if (pgc_buf_reserve(&b->scratch, (size_t)ncols * 2 + 2) == NULL)
+        return luaL_error(L, "out of memory");
+    /* reserve may have moved scratch: find the arrays again */
+    fmts = (int16_t *)(void *)(b->scratch.data + (size_t)n * 4);
+    result_fmts = fmts + n;
+    lua_getiuservalue(L, 1, UV_DECODERS);
+    env.custom_idx = lua_istable(L, -1) ? lua_gettop(L) : 0;
+    for (i = 0; i < ncols; i++) {
+        uint32_t oid;
+
+        lua_rawgeti(L, 5, i + 1);
+        oid = (uint32_t)lua_tointeger(L, -1);
+        lua_pop(L, 1);
+        result_fmts[i] = (int16_t)(pgc_values_wants_binary(oid) &&
+                                   (env.custom_idx == 0 ||
+                                    lua_rawgeti(L, env.custom_idx, oid) ==
+                                        LUA_TNIL));
+        if (env.custom_idx != 0)
+            lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    if (op_begin(L, b, OP_EXECUTE, 2) < 0)
+        return op_finish(L, b, PGC_FAIL);
+    if (append_bind_execute(b, name, n, fmts, ncols, result_fmts) < 0)
+        return queued_result(L, b, sent(b, -1));
+    return queued_result(L, b, sent(b, 0));
+}
+
+/* c:send_close(name, ...) queues Close (statement) for each name, and
+ * Sync. */
+static int conn_send_close(lua_State *L)
+{
+    binding *b = check_open(L);
+    int n = lua_gettop(L), i;
+    pgc_buf *out;
+
+    for (i = 2; i <= n; i++) {
+        size_t len;
+
+        check_text(L, i, &len, "statement name");
+    }
+    if (op_begin(L, b, OP_CLOSE, n + 1) < 0)
+        return op_finish(L, b, PGC_FAIL);
+    out = pgc_conn_out(b->c);
+    for (i = 2; i <= n; i++)
+        if (pgc_enc_close(out, 'S', lua_tostring(L, i)) < 0)
+            return queued_result(L, b, sent(b, -1));
+    return queued_result(L, b, sent(b, pgc_enc_sync(out)));
+}
+
+/* c:run_native() runs the queued operation over the native socket and
+ * returns what it produced (see op_finish). */
+static int conn_run_native(lua_State *L)
 {
     binding *b = check_open(L);
     int rc;
 
-    if (query_begin(L, b) < 0)
-        return query_finish(L, b, PGC_FAIL);
+    if (b->op == OP_NONE)
+        return luaL_error(L, "no operation in progress");
     for (;;) {
-        rc = query_process(L, b);
+        rc = process(L, b);
         if (rc != PGC_WANT_READ)
             break;
         if (native_io(b, 0) < 0) {
@@ -1180,31 +1583,46 @@ static int conn_query_native(lua_State *L)
     }
     if (rc == PGC_DONE && native_flush(b, 0) < 0)
         rc = PGC_FAIL;
-    return query_finish(L, b, rc);
+    return op_finish(L, b, rc);
 }
 
-/* c:query_start(sql) queues a query for a Lua transport; then
- * c:query_step() returns "read", or the results, or nil, err. */
-static int conn_query_start(lua_State *L)
-{
-    binding *b = check_open(L);
-
-    if (query_begin(L, b) < 0)
-        return query_finish(L, b, PGC_FAIL);
-    return (lua_pushboolean(L, 1), 1);
-}
-
-static int conn_query_step(lua_State *L)
+/* c:step() processes what was fed for a Lua transport: returns "read"
+ * when more bytes are needed, else what the operation produced. */
+static int conn_step(lua_State *L)
 {
     binding *b = check_open(L);
     int rc;
 
-    if (!b->in_query)
-        return luaL_error(L, "no query in progress");
-    rc = query_process(L, b);
+    if (b->op == OP_NONE)
+        return luaL_error(L, "no operation in progress");
+    rc = process(L, b);
     if (rc == PGC_WANT_READ)
         return (lua_settop(L, 1), lua_pushliteral(L, "read"), 1);
-    return query_finish(L, b, rc);
+    return op_finish(L, b, rc);
+}
+
+/*
+ * c:configure{rows = "arrays"|"maps", numeric = "number"|"string",
+ * json_decode = fn|nil, json_encode = fn|nil, decoders = {[oid] = fn}}
+ * sets how results are decoded and JSON parameters encoded.
+ */
+static int conn_configure(lua_State *L)
+{
+    binding *b = check_open(L);
+    const char *rows, *numeric;
+
+    luaL_checktype(L, 2, LUA_TTABLE);
+    rows = opt_field(L, 2, "rows");
+    numeric = opt_field(L, 2, "numeric");
+    b->rows_arrays = rows != NULL && strcmp(rows, "arrays") == 0;
+    b->numeric_number = numeric != NULL && strcmp(numeric, "number") == 0;
+    lua_getfield(L, 2, "json_decode");
+    lua_setiuservalue(L, 1, UV_JSON_DECODE);
+    lua_getfield(L, 2, "json_encode");
+    lua_setiuservalue(L, 1, UV_JSON_ENCODE);
+    lua_getfield(L, 2, "decoders");
+    lua_setiuservalue(L, 1, UV_DECODERS);
+    return 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -1265,7 +1683,9 @@ static int conn_status(lua_State *L)
 }
 
 /* c:tls_info() returns nil on a plain connection, else a table with
- * version, cipher, peer_subject and peer_issuer. */
+ * version, cipher, peer_subject, peer_issuer, alpn (the protocol the
+ * server selected, if any) and channel_binding (whether the
+ * authentication was bound to this TLS channel). */
 static int conn_tls_info(lua_State *L)
 {
     binding *b = check_open(L);
@@ -1274,7 +1694,7 @@ static int conn_tls_info(lua_State *L)
 
     if (t == NULL || !b->started)
         return (lua_pushnil(L), 1);
-    lua_createtable(L, 0, 5);
+    lua_createtable(L, 0, 6);
     lua_pushstring(L, pgc_tls_version(t));
     lua_setfield(L, -2, "version");
     lua_pushstring(L, pgc_tls_cipher(t));
@@ -1287,7 +1707,11 @@ static int conn_tls_info(lua_State *L)
         lua_pushstring(L, dn);
         lua_setfield(L, -2, "peer_issuer");
     }
-    lua_pushboolean(L, 0);
+    if (pgc_tls_alpn(t) != NULL) {
+        lua_pushstring(L, pgc_tls_alpn(t));
+        lua_setfield(L, -2, "alpn");
+    }
+    lua_pushboolean(L, pgc_conn_channel_bound(b->c));
     lua_setfield(L, -2, "channel_binding");
     return 1;
 }
@@ -1319,9 +1743,14 @@ static const luaL_Reg conn_methods[] = {
     { "read_hint", conn_read_hint },
     { "feed", conn_feed },
     { "fail_io", conn_fail_io },
-    { "query_native", conn_query_native },
-    { "query_start", conn_query_start },
-    { "query_step", conn_query_step },
+    { "send_query", conn_send_query },
+    { "send_execute", conn_send_execute },
+    { "send_prepare", conn_send_prepare },
+    { "send_bind", conn_send_bind },
+    { "send_close", conn_send_close },
+    { "run_native", conn_run_native },
+    { "step", conn_step },
+    { "configure", conn_configure },
     { "parameter", conn_parameter },
     { "parameters", conn_parameters },
     { "backend_pid", conn_backend_pid },
@@ -1339,7 +1768,20 @@ static const luaL_Reg conn_meta[] = {
     { NULL, NULL }
 };
 
+/* core.type_name(oid) returns the name of a built-in type, or nil. */
+static int core_type_name(lua_State *L)
+{
+    const char *name = pgc_values_type_name(
+        (uint32_t)luaL_checkinteger(L, 1));
+
+    if (name == NULL)
+        return 0;
+    lua_pushstring(L, name);
+    return 1;
+}
+
 static const luaL_Reg core_functions[] = {
+    { "type_name", core_type_name },
     { "new_context", core_new_context },
     { "new_conn", core_new_conn },
     { NULL, NULL }
@@ -1359,6 +1801,15 @@ int luaopen_pg_core(lua_State *L)
     lua_setfield(L, -2, "__index");
     lua_pop(L, 1);
 
+    luaL_newmetatable(L, "pg.json");
+    lua_pushliteral(L, "pg.json");
+    lua_setfield(L, -2, "__name");
+    lua_pop(L, 1);
+    luaL_newmetatable(L, "pg.bytea");
+    lua_pushliteral(L, "pg.bytea");
+    lua_setfield(L, -2, "__name");
+    lua_pop(L, 1);
+
     luaL_newmetatable(L, ERROR_MT);
     lua_pushcfunction(L, error_tostring);
     lua_setfield(L, -2, "__tostring");
@@ -1367,6 +1818,10 @@ int luaopen_pg_core(lua_State *L)
     luaL_newlib(L, core_functions);
     luaL_getmetatable(L, ERROR_MT);
     lua_setfield(L, -2, "error_mt");
+    luaL_getmetatable(L, "pg.json");
+    lua_setfield(L, -2, "json_mt");
+    luaL_getmetatable(L, "pg.bytea");
+    lua_setfield(L, -2, "bytea_mt");
     lua_pushlightuserdata(L, NULL);
     lua_setfield(L, -2, "null");
     return 1;

@@ -53,10 +53,16 @@ struct pgc_conn {
     int check_chain;
     char *verify_host;
     char *sni;
+    char *priority;
+    int direct;
+    int allow_plain;
     pgc_tls *tls;
 
     pgc_scram scram;
     enum sasl_step sasl;
+    int sasl_plus;           /* the exchange is SCRAM-SHA-256-PLUS */
+    int cbind_mode;          /* PGC_CBIND_* */
+    int channel_bound;       /* SCRAM-SHA-256-PLUS went through */
 
     param *params;           /* ParameterStatus values */
     size_t nparams;
@@ -87,6 +93,7 @@ pgc_conn *pgc_conn_new(void)
     c->out = &c->raw_out;
     c->max_message = (size_t)1 << 30;
     c->txn_status = 'I';
+    c->cbind_mode = PGC_CBIND_PREFER;
     return c;
 }
 
@@ -123,6 +130,7 @@ void pgc_conn_free(pgc_conn *c)
     free_secret(c->password);
     free(c->verify_host);
     free(c->sni);
+    free(c->priority);
     free(c);
 }
 
@@ -162,20 +170,29 @@ int pgc_conn_set_password(pgc_conn *c, const char *password)
     return ok ? 0 : -1;
 }
 
-int pgc_conn_use_tls(pgc_conn *c, pgc_tls_ctx *ctx, int check_chain,
-                     const char *verify_host, const char *sni)
+int pgc_conn_use_tls(pgc_conn *c, pgc_tls_ctx *ctx,
+                     const pgc_tls_options *o)
 {
     int ok = 1;
 
     pgc_tls_ctx_ref(ctx);
     pgc_tls_ctx_unref(c->tls_ctx);
     c->tls_ctx = ctx;
-    c->check_chain = check_chain;
+    c->check_chain = o->check_chain;
+    c->direct = o->direct;
+    c->allow_plain = o->allow_plain;
     free(c->verify_host);
     free(c->sni);
-    c->verify_host = dup_or_null(verify_host, &ok);
-    c->sni = dup_or_null(sni, &ok);
+    free(c->priority);
+    c->verify_host = dup_or_null(o->verify_host, &ok);
+    c->sni = dup_or_null(o->sni, &ok);
+    c->priority = dup_or_null(o->priority, &ok);
     return ok ? 0 : -1;
+}
+
+void pgc_conn_set_channel_binding(pgc_conn *c, int mode)
+{
+    c->cbind_mode = mode;
 }
 
 void pgc_conn_set_notice(pgc_conn *c, pgc_notice_fn fn, void *ud)
@@ -290,6 +307,11 @@ int pgc_conn_parameter_at(const pgc_conn *c, size_t i, const char **name,
 pgc_tls *pgc_conn_tls(const pgc_conn *c)
 {
     return c->state == ST_HANDSHAKE ? NULL : c->tls;
+}
+
+int pgc_conn_channel_bound(const pgc_conn *c)
+{
+    return c->channel_bound;
 }
 
 /* ------------------------------------------------------------------ */
@@ -503,41 +525,23 @@ static int send_startup(pgc_conn *c)
         pgc_conn_fail(c, PGC_ERR_CONFIG, "too many startup parameters");
         return -1;
     }
+    if (c->cbind_mode == PGC_CBIND_REQUIRE && c->tls == NULL) {
+        pgc_conn_fail(c, PGC_ERR_AUTH, "channel_binding is \"require\", "
+                      "but the connection does not use TLS, so there is "
+                      "no channel to bind the authentication to");
+        return -1;
+    }
     c->state = ST_AUTH;
     return queued(c, pgc_enc_startup(c->out, kv, n / 2));
 }
 
-/* Reads the single byte that answers SSLRequest. */
-static int ssl_response(pgc_conn *c)
+/* Creates the TLS session; the handshake comes next. */
+static int start_tls(pgc_conn *c)
 {
     char err[PGC_TLS_ERRLEN];
-    unsigned char answer;
-
-    if (pgc_buf_len(&c->raw_in) == 0)
-        return c->eof ? fail_eof(c) : PGC_WANT_READ;
-    answer = (unsigned char)pgc_buf_head(&c->raw_in)[0];
-    pgc_buf_consume(&c->raw_in, 1);
-
-    if (answer == 'N') {
-        pgc_conn_fail(c, PGC_ERR_TLS, "the server does not accept TLS "
-                      "connections (it answered 'N' to SSLRequest); "
-                      "refusing to continue without TLS");
-        return PGC_FAIL;
-    }
-    if (answer != 'S') {
-        pgc_conn_fail(c, PGC_ERR_PROTOCOL, "invalid answer to SSLRequest: "
-                      "byte 0x%02x (expected 'S' or 'N')", answer);
-        return PGC_FAIL;
-    }
-    if (pgc_buf_len(&c->raw_in) > 0) {
-        pgc_conn_fail(c, PGC_ERR_TLS, "the server sent unencrypted data "
-                      "after accepting TLS; this can be a "
-                      "man-in-the-middle attack (CVE-2021-23222)");
-        return PGC_FAIL;
-    }
 
     c->tls = pgc_tls_new(c->tls_ctx, &c->raw_in, &c->raw_out, c->sni,
-                         err, sizeof err);
+                         c->priority, err, sizeof err);
     if (c->tls == NULL) {
         pgc_conn_fail(c, PGC_ERR_TLS, "%s", err);
         return PGC_FAIL;
@@ -546,10 +550,53 @@ static int ssl_response(pgc_conn *c)
     return PGC_DONE;
 }
 
+/*
+ * Reads the single byte that answers SSLRequest.  'S' starts TLS; 'N'
+ * is an error unless the connection may go on without TLS (ssl_mode
+ * "prefer"), in which case the startup goes on in plain text on the
+ * same connection.
+ */
+static int ssl_response(pgc_conn *c)
+{
+    unsigned char answer;
+
+    if (pgc_buf_len(&c->raw_in) == 0)
+        return c->eof ? fail_eof(c) : PGC_WANT_READ;
+    answer = (unsigned char)pgc_buf_head(&c->raw_in)[0];
+    pgc_buf_consume(&c->raw_in, 1);
+
+    if (answer != 'S' && answer != 'N') {
+        pgc_conn_fail(c, PGC_ERR_PROTOCOL, "invalid answer to SSLRequest: "
+                      "byte 0x%02x (expected 'S' or 'N')", answer);
+        return PGC_FAIL;
+    }
+    if (pgc_buf_len(&c->raw_in) > 0) {
+        pgc_conn_fail(c, answer == 'S' ? PGC_ERR_TLS : PGC_ERR_PROTOCOL,
+                      "the server sent unencrypted data after its answer "
+                      "to SSLRequest; this can be a man-in-the-middle "
+                      "attack (CVE-2021-23222)");
+        return PGC_FAIL;
+    }
+    if (answer == 'N' && !c->allow_plain) {
+        pgc_conn_fail(c, PGC_ERR_TLS, "the server does not accept TLS "
+                      "connections (it answered 'N' to SSLRequest); "
+                      "refusing to continue without TLS");
+        return PGC_FAIL;
+    }
+    if (answer == 'N')
+        return send_startup(c) < 0 ? PGC_FAIL : PGC_DONE;
+    return start_tls(c);
+}
+
+/*
+ * Advances the handshake; once it is done, verifies the server as asked,
+ * checks ALPN for direct TLS, and sends the StartupMessage through TLS.
+ */
 static int handshake(pgc_conn *c)
 {
     char err[PGC_TLS_ERRLEN];
     int rc = pgc_tls_handshake(c->tls, err, sizeof err);
+    const char *alpn;
 
     if (rc == PGC_TLS_WANT_READ)
         return c->eof ? fail_eof(c) : PGC_WANT_READ;
@@ -561,6 +608,16 @@ static int handshake(pgc_conn *c)
         pgc_tls_verify(c->tls, c->check_chain, c->verify_host, err,
                        sizeof err) < 0) {
         pgc_conn_fail(c, PGC_ERR_TLS, "%s", err);
+        return PGC_FAIL;
+    }
+    alpn = pgc_tls_alpn(c->tls);
+    if (c->direct && (alpn == NULL || strcmp(alpn, "postgresql") != 0)) {
+        pgc_conn_fail(c, PGC_ERR_TLS, "the server selected %s%s%s as the "
+                      "ALPN protocol, but direct TLS (ssl_negotiation "
+                      "\"direct\") needs \"postgresql\"; the server may "
+                      "be older than PostgreSQL 17",
+                      alpn ? "\"" : "no protocol", alpn ? alpn : "",
+                      alpn ? "\"" : "");
         return PGC_FAIL;
     }
 
@@ -599,18 +656,20 @@ static int need_password(pgc_conn *c, const char *method)
     return -1;
 }
 
-/*
- * Chooses SCRAM-SHA-256 from the server's list of SASL mechanisms and
- * sends the client-first-message.
- */
-static int start_sasl(pgc_conn *c, pgc_reader *r)
-{
-    char err[256], offered[256] = "";
-    size_t used = 0;
-    int found = 0;
-    pgc_buf first;
-    int rc;
+/* The SASL mechanisms the server offered, as start_sasl sees them. */
+typedef struct sasl_offer {
+    int scram;               /* SCRAM-SHA-256 */
+    int plus;                /* SCRAM-SHA-256-PLUS */
+    char names[256];         /* all of them, for messages */
+} sasl_offer;
 
+/* Reads the list of mechanisms of AuthenticationSASL.  Returns 0, or -1
+ * with the connection failed. */
+static int read_sasl_offer(pgc_conn *c, pgc_reader *r, sasl_offer *o)
+{
+    size_t used = 0;
+
+    memset(o, 0, sizeof *o);
     for (;;) {
         size_t len;
         const char *mech = pgc_read_cstr(r, &len);
@@ -618,36 +677,101 @@ static int start_sasl(pgc_conn *c, pgc_reader *r)
         if (mech == NULL || len == 0)
             break;
         if (strcmp(mech, "SCRAM-SHA-256") == 0)
-            found = 1;
-        if (used < sizeof offered)
-            used += (size_t)snprintf(offered + used, sizeof offered - used,
-                                     "%s%s", used ? ", " : "", mech);
+            o->scram = 1;
+        if (strcmp(mech, "SCRAM-SHA-256-PLUS") == 0)
+            o->plus = 1;
+        if (used < sizeof o->names)
+            used += (size_t)snprintf(o->names + used,
+                                     sizeof o->names - used, "%s%s",
+                                     used ? ", " : "", mech);
     }
     if (r->bad) {
         pgc_conn_fail(c, PGC_ERR_PROTOCOL, "malformed SASL request");
         return -1;
     }
-    if (!found) {
-        pgc_conn_fail(c, PGC_ERR_AUTH, "the server offered the SASL "
-                      "mechanisms %s, none of which is supported",
-                      used ? offered : "(none)");
+    if (used == 0)
+        snprintf(o->names, sizeof o->names, "(none)");
+    return 0;
+}
+
+/*
+ * Picks the mechanism: SCRAM-SHA-256-PLUS with tls-server-end-point
+ * when the server offers it over TLS and channel binding is not
+ * disabled, else SCRAM-SHA-256.  Sets *plus and the GS2 flag: 'p' for
+ * PLUS, 'y' when the client could bind but the server did not offer it,
+ * 'n' without TLS or with channel binding disabled.  Returns 0, or -1
+ * with the connection failed, before anything is sent.
+ */
+static int choose_mechanism(pgc_conn *c, const sasl_offer *o, int *plus,
+                            char *flag)
+{
+    if (o->plus && c->tls == NULL) {
+        pgc_conn_fail(c, PGC_ERR_AUTH, "the server offered "
+                      "SCRAM-SHA-256-PLUS on a connection without TLS, "
+                      "where there is no channel to bind; TLS may have "
+                      "been stripped by something in between");
         return -1;
     }
-    if (need_password(c, "SCRAM-SHA-256") < 0)
+    *plus = o->plus && c->cbind_mode != PGC_CBIND_DISABLE;
+    if (!*plus && c->cbind_mode == PGC_CBIND_REQUIRE) {
+        pgc_conn_fail(c, PGC_ERR_AUTH, "channel_binding is \"require\", "
+                      "but the server did not offer SCRAM-SHA-256-PLUS "
+                      "(it offered %s)", o->names);
         return -1;
+    }
+    if (!*plus && !o->scram) {
+        pgc_conn_fail(c, PGC_ERR_AUTH, "the server offered the SASL "
+                      "mechanisms %s, none of which is supported%s",
+                      o->names, o->plus ? " with channel_binding "
+                      "\"disable\"" : "");
+        return -1;
+    }
+    if (*plus)
+        *flag = 'p';
+    else if (c->tls != NULL && c->cbind_mode != PGC_CBIND_DISABLE)
+        *flag = 'y';
+    else
+        *flag = 'n';
+    return 0;
+}
+
+/*
+ * Answers AuthenticationSASL: chooses the mechanism and sends the
+ * client-first-message.  Returns 0, or -1 with the connection failed.
+ */
+static int start_sasl(pgc_conn *c, pgc_reader *r)
+{
+    unsigned char cbind[PGC_TLS_CBIND_MAX];
+    size_t cbind_len = 0;
+    char err[PGC_TLS_ERRLEN], flag;
+    sasl_offer offer;
+    pgc_buf first;
+    int plus, rc;
+
+    if (read_sasl_offer(c, r, &offer) < 0 ||
+        choose_mechanism(c, &offer, &plus, &flag) < 0 ||
+        need_password(c, plus ? "SCRAM-SHA-256-PLUS" : "SCRAM-SHA-256") < 0)
+        return -1;
+    if (plus && pgc_tls_server_end_point(c->tls, cbind, &cbind_len, err,
+                                         sizeof err) < 0) {
+        pgc_conn_fail(c, PGC_ERR_TLS, "%s", err);
+        return -1;
+    }
 
     pgc_buf_init(&first);
-    if (pgc_scram_init(&c->scram, c->password, 'n', NULL, 0, err,
-                       sizeof err) < 0 ||
+    if (pgc_scram_init(&c->scram, c->password, flag, plus ? cbind : NULL,
+                       cbind_len, err, sizeof err) < 0 ||
         pgc_scram_client_first(&c->scram, &first, err, sizeof err) < 0) {
         pgc_buf_free(&first);
         pgc_conn_fail(c, PGC_ERR_AUTH, "%s", err);
         return -1;
     }
-    rc = pgc_enc_sasl_initial(c->out, "SCRAM-SHA-256", pgc_buf_head(&first),
-                              pgc_buf_len(&first));
+    rc = pgc_enc_sasl_initial(c->out, plus ? "SCRAM-SHA-256-PLUS"
+                                           : "SCRAM-SHA-256",
+                              pgc_buf_head(&first), pgc_buf_len(&first));
     pgc_buf_free(&first);
     c->sasl = SASL_SENT_FIRST;
+    c->sasl_plus = plus;
     return queued(c, rc);
 }
 
@@ -691,7 +815,23 @@ static int finish_sasl(pgc_conn *c, pgc_reader *r)
         return -1;
     }
     c->sasl = SASL_DONE;
+    c->channel_bound = c->sasl_plus;
     return 0;
+}
+
+/*
+ * With channel_binding "require", fails when the server is about to
+ * authenticate the client, or has done so, without channel binding
+ * (method names it).  Returns 0 when all is well, -1 when failed.
+ */
+static int require_binding(pgc_conn *c, const char *method)
+{
+    if (c->cbind_mode != PGC_CBIND_REQUIRE || c->channel_bound)
+        return 0;
+    pgc_conn_fail(c, PGC_ERR_AUTH, "channel_binding is \"require\", but "
+                  "the server authenticates with %s, which has no channel "
+                  "binding", method);
+    return -1;
 }
 
 /* Handles one Authentication* message.  Returns 0, or -1 (failed). */
@@ -716,10 +856,14 @@ static int authenticate(pgc_conn *c, const pgc_msg *m)
                           "password");
             return -1;
         }
+        if (require_binding(c, c->sasl == SASL_DONE ? "SCRAM-SHA-256"
+                            : "trust or certificate authentication") < 0)
+            return -1;
         c->state = ST_WAIT_READY;
         return 0;
     case PGC_AUTH_CLEARTEXT:
-        if (need_password(c, "cleartext") < 0)
+        if (require_binding(c, "a cleartext password") < 0 ||
+            need_password(c, "cleartext") < 0)
             return -1;
         return queued(c, pgc_enc_password(c->out, c->password));
     case PGC_AUTH_MD5: {
@@ -730,7 +874,8 @@ static int authenticate(pgc_conn *c, const pgc_msg *m)
             pgc_conn_fail(c, PGC_ERR_PROTOCOL, "malformed MD5 request");
             return -1;
         }
-        if (need_password(c, "MD5") < 0)
+        if (require_binding(c, "an MD5 password") < 0 ||
+            need_password(c, "MD5") < 0)
             return -1;
         if (pgc_auth_md5(c->user ? c->user : "", c->password,
                          (const unsigned char *)salt, hashed) < 0) {
@@ -807,6 +952,11 @@ int pgc_conn_startup(pgc_conn *c)
 
         switch (c->state) {
         case ST_NEW:
+            if (c->tls_ctx != NULL && c->direct) {
+                if (start_tls(c) != PGC_DONE)
+                    return PGC_FAIL;
+                break;
+            }
             if (c->tls_ctx != NULL) {
                 c->state = ST_SSL_RESPONSE;
                 if (queued(c, pgc_enc_ssl_request(c->out)) < 0)
@@ -878,6 +1028,16 @@ int pgc_conn_send_query(pgc_conn *c, const char *sql, size_t len)
 int pgc_conn_send_copy_fail(pgc_conn *c, const char *reason)
 {
     return queued(c, pgc_enc_copy_fail(c->out, reason));
+}
+
+pgc_buf *pgc_conn_out(pgc_conn *c)
+{
+    return c->out;
+}
+
+int pgc_conn_commit(pgc_conn *c)
+{
+    return flush_out(c);
 }
 
 void pgc_conn_terminate(pgc_conn *c)

@@ -2,7 +2,8 @@
  * conn.h - the connection state machine, without I/O.
  *
  * It runs SSLRequest -> TLS handshake -> StartupMessage -> authentication
- * -> ReadyForQuery, then query cycles.  It consumes bytes the caller puts
+ * -> ReadyForQuery, then query cycles; with direct TLS the handshake
+ * comes first, without SSLRequest.  It consumes bytes the caller puts
  * in its raw input buffer and produces bytes in its raw output buffer;
  * when it cannot go on it says so (PGC_WANT_READ) and the caller moves
  * bytes.  Uses protocol.h, auth.h and tls.h; no sockets, no Lua.
@@ -62,13 +63,28 @@ void pgc_conn_free(pgc_conn *c);
 int pgc_conn_add_param(pgc_conn *c, const char *name, const char *value);
 /* The password, or NULL for none. */
 int pgc_conn_set_password(pgc_conn *c, const char *password);
-/*
- * Asks for TLS with ctx.  check_chain verifies the certificate chain;
- * verify_host (or NULL) is the name the certificate must carry; sni (or
- * NULL) is sent as server name indication.
- */
-int pgc_conn_use_tls(pgc_conn *c, pgc_tls_ctx *ctx, int check_chain,
-                     const char *verify_host, const char *sni);
+/* How a connection uses TLS; the strings are copied. */
+typedef struct pgc_tls_options {
+    int check_chain;          /* verify the certificate chain */
+    const char *verify_host;  /* name the certificate must carry, or NULL */
+    const char *sni;          /* server name indication, or NULL */
+    const char *priority;     /* from pgc_tls_priority, or NULL */
+    int direct;               /* TLS at once, no SSLRequest; the server
+                               * must select ALPN "postgresql" */
+    int allow_plain;          /* an 'N' to SSLRequest means: go on
+                               * without TLS (ssl_mode "prefer") */
+} pgc_tls_options;
+/* Asks for TLS with ctx, as o says. */
+int pgc_conn_use_tls(pgc_conn *c, pgc_tls_ctx *ctx,
+                     const pgc_tls_options *o);
+
+/* channel_binding: whether SCRAM-SHA-256-PLUS is used, or required. */
+enum {
+    PGC_CBIND_DISABLE,
+    PGC_CBIND_PREFER,         /* the default */
+    PGC_CBIND_REQUIRE
+};
+void pgc_conn_set_channel_binding(pgc_conn *c, int mode);
 void pgc_conn_set_notice(pgc_conn *c, pgc_notice_fn fn, void *ud);
 /* Limit for long messages such as DataRow. */
 void pgc_conn_set_max_message(pgc_conn *c, size_t max);
@@ -89,6 +105,13 @@ int pgc_conn_next(pgc_conn *c, pgc_msg *msg);
 /* Queue frontend messages; 0, or -1 with the error set. */
 int pgc_conn_send_query(pgc_conn *c, const char *sql, size_t len);
 int pgc_conn_send_copy_fail(pgc_conn *c, const char *reason);
+/*
+ * For messages the caller encodes itself: the buffer to append whole
+ * messages to, and the call that hands them on (through TLS when it is
+ * up).  pgc_conn_commit returns 0, or -1 with the error set.
+ */
+pgc_buf *pgc_conn_out(pgc_conn *c);
+int pgc_conn_commit(pgc_conn *c);
 /* Queues Terminate and the TLS close alert; the connection is closed. */
 void pgc_conn_terminate(pgc_conn *c);
 
@@ -120,5 +143,7 @@ int pgc_conn_parameter_at(const pgc_conn *c, size_t i, const char **name,
                           const char **value);
 /* The TLS session, or NULL on a plain connection. */
 pgc_tls *pgc_conn_tls(const pgc_conn *c);
+/* Whether the authentication was channel-bound (SCRAM-SHA-256-PLUS). */
+int pgc_conn_channel_bound(const pgc_conn *c);
 
 #endif

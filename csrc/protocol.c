@@ -83,10 +83,10 @@ size_t pgc_frame_need(const pgc_buf *in)
 /*
  * Starts a message: appends the type byte (when type is not 0) and a
  * placeholder length.  Returns the offset of the length field in
- * out->data, or (size_t)-1 when out of memory.  end_message() fills in
+ * out->data, or (size_t)-1 when out of memory.  pgc_msg_end() fills in
  * the length once the body is written.
  */
-static size_t begin_message(pgc_buf *out, char type)
+size_t pgc_msg_begin(pgc_buf *out, char type)
 {
     size_t at;
 
@@ -99,24 +99,24 @@ static size_t begin_message(pgc_buf *out, char type)
     return at;
 }
 
-static void end_message(pgc_buf *out, size_t at)
+void pgc_msg_end(pgc_buf *out, size_t at)
 {
     pgc_buf_put_i32_at(out, at, (int32_t)(out->end - at));
 }
 
 int pgc_enc_ssl_request(pgc_buf *out)
 {
-    size_t at = begin_message(out, 0);
+    size_t at = pgc_msg_begin(out, 0);
 
     if (at == (size_t)-1 || pgc_buf_append_i32(out, PGC_SSL_REQUEST_CODE))
         return -1;
-    end_message(out, at);
+    pgc_msg_end(out, at);
     return 0;
 }
 
 int pgc_enc_startup(pgc_buf *out, const char *const *kv, size_t n)
 {
-    size_t at = begin_message(out, 0);
+    size_t at = pgc_msg_begin(out, 0);
     size_t i;
 
     if (at == (size_t)-1 || pgc_buf_append_i32(out, PGC_PROTOCOL_VERSION))
@@ -126,71 +126,132 @@ int pgc_enc_startup(pgc_buf *out, const char *const *kv, size_t n)
             return -1;
     if (pgc_buf_append_u8(out, 0) < 0)
         return -1;
-    end_message(out, at);
+    pgc_msg_end(out, at);
     return 0;
 }
 
 int pgc_enc_password(pgc_buf *out, const char *password)
 {
-    size_t at = begin_message(out, 'p');
+    size_t at = pgc_msg_begin(out, 'p');
 
     if (at == (size_t)-1 || pgc_buf_append_cstr(out, password) < 0)
         return -1;
-    end_message(out, at);
+    pgc_msg_end(out, at);
     return 0;
 }
 
 int pgc_enc_sasl_initial(pgc_buf *out, const char *mechanism,
                          const char *data, size_t len)
 {
-    size_t at = begin_message(out, 'p');
+    size_t at = pgc_msg_begin(out, 'p');
 
     if (at == (size_t)-1 || pgc_buf_append_cstr(out, mechanism) < 0 ||
         pgc_buf_append_i32(out, (int32_t)len) < 0 ||
         pgc_buf_append(out, data, len) < 0)
         return -1;
-    end_message(out, at);
+    pgc_msg_end(out, at);
     return 0;
 }
 
 int pgc_enc_sasl_response(pgc_buf *out, const char *data, size_t len)
 {
-    size_t at = begin_message(out, 'p');
+    size_t at = pgc_msg_begin(out, 'p');
 
     if (at == (size_t)-1 || pgc_buf_append(out, data, len) < 0)
         return -1;
-    end_message(out, at);
+    pgc_msg_end(out, at);
     return 0;
 }
 
 int pgc_enc_query(pgc_buf *out, const char *sql, size_t len)
 {
-    size_t at = begin_message(out, 'Q');
+    size_t at = pgc_msg_begin(out, 'Q');
 
     if (at == (size_t)-1 || pgc_buf_append(out, sql, len) < 0 ||
         pgc_buf_append_u8(out, 0) < 0)
         return -1;
-    end_message(out, at);
+    pgc_msg_end(out, at);
     return 0;
 }
 
 int pgc_enc_copy_fail(pgc_buf *out, const char *reason)
 {
-    size_t at = begin_message(out, 'f');
+    size_t at = pgc_msg_begin(out, 'f');
 
     if (at == (size_t)-1 || pgc_buf_append_cstr(out, reason) < 0)
         return -1;
-    end_message(out, at);
+    pgc_msg_end(out, at);
     return 0;
 }
 
 int pgc_enc_terminate(pgc_buf *out)
 {
-    size_t at = begin_message(out, 'X');
+    size_t at = pgc_msg_begin(out, 'X');
 
     if (at == (size_t)-1)
         return -1;
-    end_message(out, at);
+    pgc_msg_end(out, at);
+    return 0;
+}
+
+int pgc_enc_parse(pgc_buf *out, const char *name, const char *sql,
+                  size_t sql_len, int nparams, const uint32_t *types)
+{
+    size_t at = pgc_msg_begin(out, 'P');
+    int i;
+
+    if (at == (size_t)-1 || pgc_buf_append_cstr(out, name) < 0 ||
+        pgc_buf_append(out, sql, sql_len) < 0 ||
+        pgc_buf_append_u8(out, 0) < 0 ||
+        pgc_buf_append_i16(out, (int16_t)nparams) < 0)
+        return -1;
+    for (i = 0; i < nparams; i++)
+        if (pgc_buf_append_i32(out, (int32_t)(types ? types[i] : 0)) < 0)
+            return -1;
+    pgc_msg_end(out, at);
+    return 0;
+}
+
+int pgc_enc_describe(pgc_buf *out, char what, const char *name)
+{
+    size_t at = pgc_msg_begin(out, 'D');
+
+    if (at == (size_t)-1 || pgc_buf_append_u8(out, (uint8_t)what) < 0 ||
+        pgc_buf_append_cstr(out, name) < 0)
+        return -1;
+    pgc_msg_end(out, at);
+    return 0;
+}
+
+int pgc_enc_execute(pgc_buf *out, const char *portal, int32_t max_rows)
+{
+    size_t at = pgc_msg_begin(out, 'E');
+
+    if (at == (size_t)-1 || pgc_buf_append_cstr(out, portal) < 0 ||
+        pgc_buf_append_i32(out, max_rows) < 0)
+        return -1;
+    pgc_msg_end(out, at);
+    return 0;
+}
+
+int pgc_enc_close(pgc_buf *out, char what, const char *name)
+{
+    size_t at = pgc_msg_begin(out, 'C');
+
+    if (at == (size_t)-1 || pgc_buf_append_u8(out, (uint8_t)what) < 0 ||
+        pgc_buf_append_cstr(out, name) < 0)
+        return -1;
+    pgc_msg_end(out, at);
+    return 0;
+}
+
+int pgc_enc_sync(pgc_buf *out)
+{
+    size_t at = pgc_msg_begin(out, 'S');
+
+    if (at == (size_t)-1)
+        return -1;
+    pgc_msg_end(out, at);
     return 0;
 }
 
@@ -244,9 +305,8 @@ const char *pgc_read_cstr(pgc_reader *r, size_t *len)
 {
     const char *p, *nul;
 
-    if (r->bad) {
+    if (r->bad)
         return NULL;
-    }
     nul = memchr(r->p, 0, r->left);
     if (nul == NULL) {
         r->bad = 1;

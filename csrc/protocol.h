@@ -78,6 +78,24 @@ int pgc_enc_query(pgc_buf *out, const char *sql, size_t len);
 int pgc_enc_copy_fail(pgc_buf *out, const char *reason);
 int pgc_enc_terminate(pgc_buf *out);
 
+/* Extended query protocol.  Names and SQL must not contain NUL bytes. */
+int pgc_enc_parse(pgc_buf *out, const char *name, const char *sql,
+                  size_t sql_len, int nparams, const uint32_t *types);
+/* what is 'S' (statement) or 'P' (portal). */
+int pgc_enc_describe(pgc_buf *out, char what, const char *name);
+int pgc_enc_execute(pgc_buf *out, const char *portal, int32_t max_rows);
+int pgc_enc_close(pgc_buf *out, char what, const char *name);
+int pgc_enc_sync(pgc_buf *out);
+
+/*
+ * For messages whose body the caller writes itself (Bind): appends the
+ * type byte and a length placeholder, and returns the placeholder's
+ * offset in out->data, or (size_t)-1 when out of memory.  The caller
+ * appends the body, then calls pgc_msg_end with that offset.
+ */
+size_t pgc_msg_begin(pgc_buf *out, char type);
+void pgc_msg_end(pgc_buf *out, size_t at);
+
 /* ---- reading message bodies ---- */
 
 /*

@@ -3,7 +3,8 @@
  * header.  Contexts hold credentials; sessions run over two pgc_buf byte
  * buffers (raw bytes in from the network, raw bytes out to it) so that
  * the caller decides how bytes move.  Also the few crypto primitives that
- * authentication needs.
+ * authentication needs, and the certificate hash of tls-server-end-point
+ * channel binding.
  */
 #ifndef PGC_TLS_H
 #define PGC_TLS_H
@@ -48,20 +49,68 @@ void pgc_tls_ctx_ref(pgc_tls_ctx *ctx);
 void pgc_tls_ctx_unref(pgc_tls_ctx *ctx);
 
 /*
- * Loaders: each returns 0 on success, or -1 with a message in err that
- * names the file and says why it could not be used.
+ * Where a certificate, key or CA list comes from: a file (path), or PEM
+ * text in memory (pem, len; path NULL).  The caller keeps both alive for
+ * the duration of the call only.
  */
-int pgc_tls_ctx_trust_system(pgc_tls_ctx *ctx, char *err, size_t errlen);
-int pgc_tls_ctx_trust_file(pgc_tls_ctx *ctx, const char *path,
-                           char *err, size_t errlen);
-/* A certificate (or chain) file and its private key; password may be
- * NULL for an unencrypted key. */
-int pgc_tls_ctx_key_pair(pgc_tls_ctx *ctx, const char *cert_file,
-                         const char *key_file, const char *password,
+typedef struct pgc_tls_source {
+    const char *path;
+    const char *pem;
+    size_t len;
+} pgc_tls_source;
+
+/*
+ * Loaders: each returns 0 on success, or -1 with a message in err that
+ * names the file (or says "in-memory") and says why it could not be
+ * used.
+ *
+ * pgc_tls_ctx_trust_system loads the system trust store; named says the
+ * caller asked for it by name, which counts as an explicit CA.
+ */
+int pgc_tls_ctx_trust_system(pgc_tls_ctx *ctx, int named,
+                             char *err, size_t errlen);
+/* Trust anchors from a PEM file or PEM text; they are an explicit CA. */
+int pgc_tls_ctx_trust(pgc_tls_ctx *ctx, const pgc_tls_source *ca,
+                      char *err, size_t errlen);
+/* A certificate revocation list file, PEM or DER. */
+int pgc_tls_ctx_crl_file(pgc_tls_ctx *ctx, const char *path,
+                         char *err, size_t errlen);
+/*
+ * A certificate (the leaf first, then any intermediates) and its private
+ * key; password may be NULL for an unencrypted key.  A key file is
+ * refused when group or others may access it: it must have mode 0600 or
+ * less, or 0640 or less when owned by root.
+ */
+int pgc_tls_ctx_key_pair(pgc_tls_ctx *ctx, const pgc_tls_source *cert,
+                         const pgc_tls_source *key, const char *password,
                          char *err, size_t errlen);
 /* Whether some trust anchors are loaded, so the chain can be checked. */
 int pgc_tls_ctx_has_trust(const pgc_tls_ctx *ctx);
+/* Whether a CA was given explicitly (a file, PEM text, or "system"). */
+int pgc_tls_ctx_has_explicit_trust(const pgc_tls_ctx *ctx);
 int pgc_tls_ctx_has_key(const pgc_tls_ctx *ctx);
+
+/* ---- session parameters ---- */
+
+/* Protocol versions, for pgc_tls_priority. */
+enum {
+    PGC_TLS_V1_0 = 10,
+    PGC_TLS_V1_1 = 11,
+    PGC_TLS_V1_2 = 12,
+    PGC_TLS_V1_3 = 13
+};
+
+#define PGC_TLS_PRIORITY_MAX 1024
+
+/*
+ * Builds into out (outlen bytes) the GnuTLS priority string of a
+ * session: base, or "NORMAL" when base is NULL, with the protocol
+ * versions limited to min..max (PGC_TLS_V*).  GnuTLS checks the result.
+ * Returns 0, or -1 with a message in err; for a bad base string the
+ * message gives the position where GnuTLS stopped understanding it.
+ */
+int pgc_tls_priority(const char *base, int min, int max, char *out,
+                     size_t outlen, char *err, size_t errlen);
 
 /* ---- sessions over byte buffers ---- */
 
@@ -71,11 +120,14 @@ typedef struct pgc_tls pgc_tls;
  * Creates a client session that reads ciphertext from raw_in and appends
  * ciphertext to raw_out (both owned by the caller and kept alive while
  * the session lives).  sni is the host name to send as server name
- * indication, or NULL.  Takes a reference on ctx.  Returns NULL with a
+ * indication, or NULL; priority a string from pgc_tls_priority, or NULL
+ * for the default (TLS 1.2 and 1.3).  The session offers the ALPN
+ * protocol "postgresql".  Takes a reference on ctx.  Returns NULL with a
  * message in err on failure.
  */
 pgc_tls *pgc_tls_new(pgc_tls_ctx *ctx, pgc_buf *raw_in, pgc_buf *raw_out,
-                     const char *sni, char *err, size_t errlen);
+                     const char *sni, const char *priority,
+                     char *err, size_t errlen);
 void pgc_tls_free(pgc_tls *t);
 
 enum {
@@ -90,12 +142,23 @@ int pgc_tls_handshake(pgc_tls *t, char *err, size_t errlen);
 
 /*
  * Checks the peer's certificate chain against the context's trust
- * anchors, then, when host is not NULL, that the certificate names host
- * (subjectAltName DNS and IP entries; the CN when there are no DNS
- * names).  Returns 0, or -1 with a message in err.
+ * anchors and revocation lists (when check_chain), then, when host is
+ * not NULL, that the certificate names host by libpq's rules:
+ * subjectAltName dNSName and iPAddress entries; the CN only when there
+ * is no subjectAltName of the host's type; no case; a leading "*."
+ * matches one label.  Returns 0, or -1 with a message in err that names
+ * host and the names the certificate carries.
  */
 int pgc_tls_verify(pgc_tls *t, int check_chain, const char *host,
                    char *err, size_t errlen);
+
+/*
+ * The same host name rules, applied to a PEM certificate (for tests and
+ * tools).  Returns 1 when it names host, 0 when it does not (with the
+ * message in err), -1 when it cannot be read (err says why).
+ */
+int pgc_tls_pem_names_host(const char *pem, size_t len, const char *host,
+                           char *err, size_t errlen);
 
 /* Encrypts n bytes into raw_out.  Returns 0, or -1 with err. */
 int pgc_tls_send(pgc_tls *t, const void *p, size_t n,
@@ -118,8 +181,22 @@ void pgc_tls_bye(pgc_tls *t);
  * version is "TLSv1.2" or "TLSv1.3". */
 const char *pgc_tls_version(pgc_tls *t);
 const char *pgc_tls_cipher(pgc_tls *t);
+/* The ALPN protocol the server selected, or NULL for none. */
+const char *pgc_tls_alpn(pgc_tls *t);
 /* Writes the peer certificate's subject or issuer DN (RFC 4514) into
  * out; returns 0, or -1 when there is no peer certificate. */
 int pgc_tls_peer_dn(pgc_tls *t, int issuer, char *out, size_t outlen);
+
+/* Longest tls-server-end-point hash (SHA-512). */
+#define PGC_TLS_CBIND_MAX 64
+
+/*
+ * The tls-server-end-point channel binding data (RFC 5929) of an
+ * established session: the hash of the server's certificate with the
+ * hash function of its signature, SHA-256 for MD5 and SHA-1.  Writes it
+ * to out and its size to *len.  Returns 0, or -1 with a message in err.
+ */
+int pgc_tls_server_end_point(pgc_tls *t, unsigned char *out, size_t *len,
+                             char *err, size_t errlen);
 
 #endif

@@ -8,7 +8,10 @@
 # start makes, under DIR:
 #   certs/       a CA, a server certificate for localhost and 127.0.0.1,
 #                client certificates whose CN is the database user, and a
-#                second, unrelated CA with a client certificate of its own
+#                second, unrelated CA with a client certificate of its own;
+#                for the hostile test server, server certificates that are
+#                expired, not yet valid, for another host, or revoked in
+#                the CA's revocation list ca.crl
 #   tls/         server "tls": TLS on, one pg_hba.conf line per
 #                authentication method; its Unix socket is in sock/
 #   plain/       server "plain": TLS off, trust and SCRAM; socket in sock2/
@@ -122,6 +125,82 @@ new_cert() {
     rm -f "$CERTS/$name.ext"
 }
 
+# Makes a certificate signed by the test CA with "openssl ca", which,
+# unlike "openssl x509", sets any validity period and keeps the record
+# that a revocation list is made from:
+#   ca_cert NAME "Common Name" EXTENSIONS START END
+# with START and END as YYYYMMDDHHMMSSZ; writes NAME.key and NAME.crt.
+# Works in the CA directory make_bad_server_certificates sets up.
+ca_cert() {
+    local name=$1 cn=$2 extensions=$3 start=$4 end=$5
+    new_key "$CERTS/$name.key"
+    printf '%s\n' "$extensions" >"$CA_DIR/$name.ext"
+    openssl req -new -key "$CERTS/$name.key" -subj "/CN=$cn" \
+        -out "$CA_DIR/$name.csr"
+    openssl ca -batch -notext -config "$CA_DIR/ca.cnf" \
+        -extfile "$CA_DIR/$name.ext" -startdate "$start" -enddate "$end" \
+        -in "$CA_DIR/$name.csr" -out "$CERTS/$name.crt" 2>/dev/null
+}
+
+# Makes the server certificates the hostile test server presents, all
+# signed by the test CA, and the CA's revocation list:
+#   expired-server        valid in 2020 only
+#   not-yet-valid-server  valid from 2045 on
+#   other-host-server     for other.example.test only
+#   revoked-server        valid, but listed in ca.crl
+# $1 is the extension lines of the good server certificate.
+make_bad_server_certificates() {
+    local server_ext=$1 other_ext now later
+    other_ext="basicConstraints=critical,CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=serverAuth
+subjectAltName=DNS:other.example.test
+authorityKeyIdentifier=keyid"
+    now=$(date -u +%Y%m%d%H%M%SZ)
+    later=$(date -u -d '+2 years' +%Y%m%d%H%M%SZ)
+
+    CA_DIR=$DIR/ca
+    mkdir -p "$CA_DIR/new"
+    : >"$CA_DIR/index.txt"
+    openssl rand -hex 8 >"$CA_DIR/serial"
+    echo 01 >"$CA_DIR/crlnumber"
+    cat >"$CA_DIR/ca.cnf" <<EOF
+[ca]
+default_ca = test_ca
+
+[test_ca]
+database = $CA_DIR/index.txt
+new_certs_dir = $CA_DIR/new
+serial = $CA_DIR/serial
+crlnumber = $CA_DIR/crlnumber
+certificate = $CERTS/ca.crt
+private_key = $CERTS/ca.key
+default_md = sha256
+default_crl_days = 30
+policy = any_name
+unique_subject = no
+copy_extensions = none
+
+[any_name]
+commonName = supplied
+EOF
+
+    ca_cert expired-server localhost "$server_ext" \
+        20200101000000Z 20201231000000Z
+    ca_cert not-yet-valid-server localhost "$server_ext" \
+        20450101000000Z 20460101000000Z
+    ca_cert other-host-server other.example.test "$other_ext" "$now" "$later"
+    ca_cert revoked-server localhost "$server_ext" "$now" "$later"
+
+    openssl ca -batch -config "$CA_DIR/ca.cnf" \
+        -revoke "$CERTS/revoked-server.crt" 2>/dev/null
+    openssl ca -batch -config "$CA_DIR/ca.cnf" -gencrl \
+        -out "$CERTS/ca.crl" 2>/dev/null
+    chmod 644 "$CERTS/ca.crl"
+
+    rm -rf "$CA_DIR"
+}
+
 make_certificates() {
     local client_ext server_ext
     client_ext="basicConstraints=critical,CA:FALSE
@@ -149,6 +228,8 @@ authorityKeyIdentifier=keyid"
 
     # A well-formed key that does not belong to certuser.crt.
     new_key "$CERTS/certuser-mismatch.key"
+
+    make_bad_server_certificates "$server_ext"
 
     chmod 644 "$CERTS"/*.crt
     chmod 600 "$CERTS"/*.key

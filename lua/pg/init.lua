@@ -39,6 +39,14 @@ local function check_socket(v)
   return nil, "a socket object"
 end
 
+-- TLS protocol versions by name (any case), as the core numbers them.
+local TLS_VERSIONS = { tlsv1 = 10, ["tlsv1.1"] = 11, ["tlsv1.2"] = 12, ["tlsv1.3"] = 13 }
+
+local function check_tls_version(v)
+  if type(v) == "string" and TLS_VERSIONS[v:lower()] then return TLS_VERSIONS[v:lower()] end
+  return nil, "one of TLSv1, TLSv1.1, TLSv1.2, TLSv1.3"
+end
+
 -- Every option pg.connect knows, by normalised name.
 local connect_spec = {
   host = checks.string,
@@ -51,9 +59,19 @@ local connect_spec = {
   params = checks.table,
   ssl = checks.boolean,
   ssl_context = check_ssl_context,
+  ssl_mode = checks.one_of("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
+  ssl_sni = checks.boolean,
+  ssl_min_protocol = check_tls_version,
+  ssl_max_protocol = check_tls_version,
+  ssl_priority = checks.string,
+  ssl_negotiation = checks.one_of("postgres", "direct"),
+  channel_binding = checks.one_of("disable", "prefer", "require"),
   connect_timeout = checks.seconds,
   on_notice = checks.func,
   socket = check_socket,
+  rows = checks.one_of("maps", "arrays"),
+  numeric = checks.one_of("string", "number"),
+  json = checks.one_of("decode", "text"),
 }
 
 -- Startup parameters that other options set; params may not set them.
@@ -68,7 +86,13 @@ local function resolve_context(v)
       if type(ctx) == "table" then return nil, ctx end
       return nil, options.error("ssl_context function failed: " .. tostring(ctx), "ssl_context")
     end
-    if ctx == nil then return nil, err end
+    if ctx == nil then
+      if type(err) ~= "table" then
+        err = options.error("ssl_context function returned no context"
+                              .. (err ~= nil and ": " .. tostring(err) or ""), "ssl_context")
+      end
+      return nil, err
+    end
     v = ctx
   elseif type(v) == "table" and not ssl.is_context(v) then
     local ok, ctx = pcall(ssl.context, v)
@@ -82,8 +106,72 @@ local function resolve_context(v)
   return v
 end
 
--- Builds the table core.new_conn takes from checked options.  Returns it,
--- or nil, err.
+-- What each ssl_mode does, with libpq's meanings: tls, TLS is tried
+-- first; retry_tls ("allow"), a plain connection that the server rejects
+-- is tried again with TLS; allow_plain ("prefer"), a server that answers
+-- 'N' gets a plain startup; check_chain and check_host, what is verified
+-- whatever the context.  In every TLS mode the chain is verified when the
+-- context has an explicit CA.
+local SSL_MODES = {
+  disable = {},
+  allow = { retry_tls = true },
+  prefer = { tls = true, allow_plain = true },
+  require = { tls = true },
+  ["verify-ca"] = { tls = true, check_chain = true },
+  ["verify-full"] = { tls = true, check_chain = true, check_host = true },
+}
+
+-- The ssl_mode in force: the one given, else "verify-full" when ssl = true
+-- or an ssl_context asks for TLS, else "disable".  Returns it, or nil, err
+-- for options that contradict each other.
+local function effective_ssl_mode(o)
+  local mode = o.ssl_mode
+  if o.ssl == false then
+    if o.ssl_context ~= nil then
+      return nil, options.error("ssl = false contradicts the ssl_context given", "ssl")
+    end
+    if mode ~= nil and mode ~= "disable" then
+      return nil, options.error("ssl = false contradicts ssl_mode '" .. mode .. "'", "ssl")
+    end
+    return "disable"
+  end
+  if mode == nil then
+    mode = (o.ssl or o.ssl_context ~= nil) and "verify-full" or "disable"
+  end
+  local m = SSL_MODES[mode]
+  if o.ssl_negotiation == "direct" and (not m.tls or m.allow_plain) then
+    return nil, options.error("ssl_negotiation 'direct' needs ssl_mode 'require', 'verify-ca' "
+                                .. "or 'verify-full', not '" .. mode .. "'", "ssl_negotiation")
+  end
+  local low, high = o.ssl_min_protocol or 12, o.ssl_max_protocol or 13
+  if low > high then
+    return nil, options.error("ssl_min_protocol is higher than ssl_max_protocol (by default "
+                                .. "TLSv1.2 and TLSv1.3)", "ssl_min_protocol")
+  end
+  return mode
+end
+
+-- The tls table of core.new_conn for mode, with context ctx.
+local function tls_options(o, mode, ctx)
+  local m = SSL_MODES[mode]
+  local host = o.host or o.hostaddr or "localhost"
+  local name = host:sub(1, 1) ~= "/" and host or nil
+  return {
+    context = ctx,
+    check_chain = m.check_chain or false,
+    chain_if_ca = true,
+    host = m.check_host and host or nil,
+    sni = o.ssl_sni ~= false and name or nil,
+    priority = o.ssl_priority,
+    min_version = o.ssl_min_protocol,
+    max_version = o.ssl_max_protocol,
+    direct = o.ssl_negotiation == "direct",
+    allow_plain = m.allow_plain or false,
+  }
+end
+
+-- Builds the table core.new_conn takes from checked options.  Returns it
+-- and, for ssl_mode "allow", the table of the TLS retry; or nil, err.
 local function core_options(o)
   local user = o.user or os_getenv("PGUSER") or os_getenv("USER") or os_getenv("LOGNAME")
   if not user or user == "" then
@@ -94,6 +182,7 @@ local function core_options(o)
     database = o.database or user,
     application_name = o.application_name or "pg-client",
     client_encoding = "UTF8",
+    DateStyle = "ISO",
   }
   for name, value in pairs(o.params or {}) do
     if type(name) ~= "string" or (type(value) ~= "string" and type(value) ~= "number") then
@@ -107,22 +196,27 @@ local function core_options(o)
     startup[name] = tostring(value)
   end
 
-  local copts = { startup = startup, password = o.password, on_notice = o.on_notice }
+  local copts = { startup = startup, password = o.password, on_notice = o.on_notice,
+                  channel_binding = o.channel_binding }
 
-  if o.ssl == false and o.ssl_context ~= nil then
-    return nil, options.error("ssl = false contradicts the ssl_context given", "ssl")
+  local mode, err = effective_ssl_mode(o)
+  if not mode then return nil, err end
+  if mode == "disable" then return copts end
+  local ctx
+  if o.ssl_context ~= nil then
+    ctx, err = resolve_context(o.ssl_context)
+  else
+    ctx, err = ssl.default_context()
   end
-  if o.ssl or o.ssl_context ~= nil then
-    local ctx, err
-    if o.ssl_context ~= nil then
-      ctx, err = resolve_context(o.ssl_context)
-    else
-      ctx, err = ssl.default_context()
-    end
-    if not ctx then return nil, err end
-    local host = o.host or "localhost"
-    copts.tls = { context = ctx, check_chain = true, host = host, sni = host }
+  if not ctx then return nil, err end
+  local tls = tls_options(o, mode, ctx)
+  if SSL_MODES[mode].retry_tls then
+    local retry = {}
+    for k, v in pairs(copts) do retry[k] = v end
+    retry.tls = tls
+    return copts, retry
   end
+  copts.tls = tls
   return copts
 end
 
@@ -136,17 +230,9 @@ local function transport_send(sock, data)
   if sock.send then
     local i = 1
     while i <= #data do
-      local last, err, partial = sock:send(data, i)
-      if not last then
-        if partial and partial >= i then
-          i = partial + 1
-        end
-        if err ~= "timeout" or not partial or partial < i - 1 then
-          return nil, err
-        end
-      else
-        i = last + 1
-      end
+      local last, err = sock:send(data, i)
+      if not last then return nil, err end
+      i = last + 1
     end
     return true
   end
@@ -171,7 +257,11 @@ local function drive(self, step)
     local out = c:take_output()
     if out then
       local ok, err = transport_send(sock, out)
-      if not ok then c:fail_io("could not send data to the server: " .. tostring(err)) end
+      if not ok then
+        -- The step after a failure reports it; nothing more is read.
+        c:fail_io("could not send data to the server: " .. tostring(err))
+        if r[1] == "read" then return step(c) end
+      end
     end
     if r[1] ~= "read" then return table_unpack(r, 1, r.n) end
     local data, err, partial = transport_receive(sock, c:read_hint())
@@ -195,14 +285,413 @@ end
 local Connection = {}
 Connection.__index = Connection
 
--- Runs sql with the simple query protocol.  Returns one result per
--- statement, or nil, err.
-function Connection:query(sql)
+local types = require "pg.types"
+pg.types = types
+
+local has_cjson, cjson = pcall(require, "cjson")
+if not has_cjson then cjson = nil end
+
+local json_mt, bytea_mt = core.json_mt, core.bytea_mt
+
+-- Wraps a value to be sent as json: a string is taken as JSON text as it
+-- is, anything else is encoded with lua-cjson.
+function pg.json(value)
+  return setmetatable({ value = value }, json_mt)
+end
+
+-- Wraps a string to be sent as bytea, raw bytes.
+function pg.bytea(bytes)
+  if type(bytes) ~= "string" then
+    error("pg.bytea expects a string, got " .. type(bytes), 2)
+  end
+  return setmetatable({ value = bytes }, bytea_mt)
+end
+
+-- Runs the operation queued on the core and returns what it produced.
+local function run(self)
   local c = self._core
-  if self._native then return c:query_native(sql) end
-  local ok, err = c:query_start(sql)
+  if self._native then return c:run_native() end
+  return drive(self, c.step)
+end
+
+-- The rows option ("maps" or "arrays") as the core takes it.
+local function rows_flag(rows, where)
+  if rows == nil then return nil end
+  if rows == "arrays" then return true end
+  if rows == "maps" then return false end
+  error(where .. ": rows must be \"maps\" or \"arrays\", got " .. tostring(rows), 3)
+end
+
+-- Looks up the names of types missing from results' field lists, once per
+-- OID and connection.
+local function fill_type_names(self, ...)
+  local cache, missing, n = self._type_names, {}, 0
+  for i = 1, select("#", ...) do
+    local res = select(i, ...)
+    for _, f in ipairs(type(res) == "table" and res.fields or {}) do
+      if f.type == nil then
+        local name = cache[f.oid]
+        if name then
+          f.type = name
+        elseif not missing[f.oid] then
+          missing[f.oid] = true
+          n = n + 1
+        end
+      end
+    end
+  end
+  if n == 0 or self._core:status() == "error" then return end
+  local list = {}
+  for oid in pairs(missing) do list[#list + 1] = tostring(oid) end
+  local c = self._core
+  local ok = c:send_query("select oid::int8 as oid, typname from pg_type where oid in ("
+                          .. table.concat(list, ",") .. ")", false)
+  if not ok then return end
+  local res = run(self)
+  if type(res) ~= "table" then return end
+  for _, row in ipairs(res) do cache[row.oid] = row.typname end
+  for i = 1, select("#", ...) do
+    local r = select(i, ...)
+    for _, f in ipairs(type(r) == "table" and r.fields or {}) do
+      if f.type == nil then f.type = cache[f.oid] end
+    end
+  end
+end
+
+-- Returns the results of an operation, with type names filled in.
+local function finish(self, ...)
+  if ... == nil then return ... end
+  fill_type_names(self, ...)
+  return ...
+end
+
+-- Resolves the type registry's names to OIDs on this connection and hands
+-- the decoders to the core.  Runs when the registry changed since the
+-- last time.
+local function sync_types(self)
+  local v = types.version()
+  if self._types_version == v then return true end
+  local decoders, encoders, names = {}, {}, {}
+  types.each(function(key, spec)
+    if type(key) == "string" then
+      names[#names + 1] = key
+    else
+      decoders[key], encoders[key] = spec.decode, spec.encode
+    end
+  end)
+  if #names > 0 then
+    if self._core:status() == "error" then return true end
+    local ok, err = self._core:send_execute(false,
+      "select n, to_regtype(n)::oid::int8 as oid from unnest($1::text[]) as n", names)
+    if not ok then return nil, err end
+    local res
+    res, err = run(self)
+    if not res then return nil, err end
+    for _, row in ipairs(res) do
+      if row.oid ~= pg.null then
+        local found
+        types.each(function(key, spec) if key == row.n then found = spec end end)
+        if found then
+          decoders[row.oid] = decoders[row.oid] or found.decode
+          encoders[row.oid] = encoders[row.oid] or found.encode
+        end
+      end
+    end
+  end
+  self._encoders = encoders
+  self._config.decoders = next(decoders) and decoders or nil
+  self._core:configure(self._config)
+  self._types_version = v
+  return true
+end
+
+-- Sends Close for statements collected since the last operation.
+local function close_pending(self)
+  local pending = self._pending_close
+  if #pending == 0 or self._core:status() == "error" then return end
+  self._pending_close = {}
+  local ok = self._core:send_close(table_unpack(pending))
+  if ok then run(self) end
+end
+
+-- Common preamble of every operation.  Returns true, or nil, err.
+local function prepare_op(self)
+  local c = self._core
+  if c:is_closed() then error("attempt to use a closed connection", 3) end
+  if #self._pending_close > 0 then close_pending(self) end
+  return sync_types(self)
+end
+
+-- Runs sql with the simple query protocol.  Returns one result per
+-- statement, or nil, err.  opts.rows = "arrays" gives positional rows.
+function Connection:query(sql, opts)
+  local ok, err = prepare_op(self)
   if not ok then return nil, err end
-  return drive(self, c.query_step)
+  ok, err = self._core:send_query(sql, rows_flag(opts and opts.rows, "query"))
+  if not ok then return nil, err end
+  return finish(self, run(self))
+end
+
+-- Runs one statement with $1..$n parameters through the extended
+-- protocol on the unnamed statement.  Returns its result, or nil, err.
+function Connection:execute(sql, ...)
+  local ok, err = prepare_op(self)
+  if not ok then return nil, err end
+  ok, err = self._core:send_execute(nil, sql, ...)
+  if not ok then return nil, err end
+  return finish(self, run(self))
+end
+
+---------------------------------------------------------------------------
+-- prepared statements
+---------------------------------------------------------------------------
+
+local Statement = {}
+Statement.__index = Statement
+Statement.__name = "pg.statement"
+
+local statement_counter = 0
+
+-- Prepares sql as a named statement (name generated when not given).
+-- opts.rows sets the row shape of its results.  Returns the statement, or
+-- nil, err.
+function Connection:prepare(sql, name, opts)
+  if type(name) == "table" then name, opts = nil, name end
+  if name ~= nil and type(name) ~= "string" then
+    error("prepare: the statement name must be a string", 2)
+  end
+  local rows = rows_flag(opts and opts.rows, "prepare")
+  if name == nil then
+    statement_counter = statement_counter + 1
+    name = "pgc_stmt_" .. statement_counter
+  end
+  local ok, err = prepare_op(self)
+  if not ok then return nil, err end
+  ok, err = self._core:send_prepare(name, sql)
+  if not ok then return nil, err end
+  local desc
+  desc, err = run(self)
+  if not desc then return nil, err end
+  local column_oids, param_fields, param_types = {}, {}, {}
+  for i, f in ipairs(desc.fields or {}) do column_oids[i] = f.oid end
+  for i, oid in ipairs(desc.params) do
+    param_fields[i] = { oid = oid, type = core.type_name(oid) }
+  end
+  fill_type_names(self, desc, { fields = param_fields })
+  for i, f in ipairs(param_fields) do param_types[i] = f.type end
+  return setmetatable({
+    conn = self, name = name, sql = sql, rows = rows,
+    param_oids = desc.params, param_types = param_types,
+    fields = desc.fields or {}, columns = desc.columns or {},
+    _column_oids = column_oids, _closed = false,
+  }, Statement)
+end
+
+-- Runs the statement with the given parameters.  Returns its result, or
+-- nil, err.
+function Statement:execute(...)
+  if self._closed then error("attempt to use a closed statement", 2) end
+  local conn = self.conn
+  local n, expected = select("#", ...), #self.param_oids
+  if n ~= expected then
+    return nil, options.error(string.format(
+      "statement %s expects %d parameter%s, got %d", self.name, expected,
+      expected == 1 and "" or "s", n))
+  end
+  local ok, err = prepare_op(conn)
+  if not ok then return nil, err end
+  local args = table_pack(...)
+  local encoders = conn._encoders
+  if encoders and next(encoders) then
+    for i = 1, n do
+      local enc = encoders[self.param_oids[i]]
+      if enc and args[i] ~= nil and args[i] ~= pg.null then args[i] = enc(args[i]) end
+    end
+  end
+  ok, err = conn._core:send_bind(self.rows, self.name, self.param_oids, self._column_oids,
+                                 table_unpack(args, 1, n))
+  if not ok then return nil, err end
+  return finish(conn, run(conn))
+end
+
+-- Closes the statement on the server.  Idempotent.
+function Statement:close()
+  if self._closed then return true end
+  self._closed = true
+  local conn = self.conn
+  if conn._core:is_closed() then return true end
+  local pending = conn._pending_close
+  pending[#pending + 1] = self.name
+  if conn._core:status() ~= "error" then close_pending(conn) end
+  return true
+end
+
+Statement.__close = Statement.close
+
+-- A statement collected without close() is closed with the next
+-- operation on its connection.
+function Statement:__gc()
+  if not self._closed then
+    self._closed = true
+    local pending = self.conn._pending_close
+    pending[#pending + 1] = self.name
+  end
+end
+
+Statement.__tostring = function(self)
+  return "pg.statement (" .. self.name .. (self._closed and ", closed)" or ")")
+end
+
+---------------------------------------------------------------------------
+-- transactions
+---------------------------------------------------------------------------
+
+local Transaction = {}
+Transaction.__index = Transaction
+Transaction.__name = "pg.transaction"
+
+local isolation_levels = {
+  ["read committed"] = "READ COMMITTED",
+  ["repeatable read"] = "REPEATABLE READ",
+  ["serializable"] = "SERIALIZABLE",
+  ["read uncommitted"] = "READ UNCOMMITTED",
+}
+
+-- The BEGIN statement for opts: isolation, read_only, deferrable.
+local function begin_sql(opts)
+  local parts = { "BEGIN" }
+  if opts == nil then return "BEGIN" end
+  if type(opts) ~= "table" then error("transaction options must be a table", 4) end
+  for k in pairs(opts) do
+    if k ~= "isolation" and k ~= "read_only" and k ~= "deferrable" then
+      error("unknown transaction option '" .. tostring(k) .. "'", 4)
+    end
+  end
+  if opts.isolation ~= nil then
+    local level = isolation_levels[opts.isolation]
+    if not level then
+      error("unknown isolation level '" .. tostring(opts.isolation)
+              .. "' (read committed, repeatable read, serializable)", 4)
+    end
+    parts[#parts + 1] = "ISOLATION LEVEL " .. level
+  end
+  if opts.read_only ~= nil then
+    parts[#parts + 1] = opts.read_only and "READ ONLY" or "READ WRITE"
+  end
+  if opts.deferrable ~= nil then
+    parts[#parts + 1] = opts.deferrable and "DEFERRABLE" or "NOT DEFERRABLE"
+  end
+  return table.concat(parts, " ", 1, 1) .. (#parts > 1 and " "
+    .. table.concat(parts, ", ", 2) or "")
+end
+
+-- Starts a transaction (BEGIN), or a savepoint inside one.  Returns a
+-- transaction object with commit and rollback; closing it (<close>)
+-- rolls back unless it was committed.  Returns nil, err on failure.
+function Connection:begin(opts)
+  local depth = self._tx_depth
+  local sql
+  if depth == 0 then
+    sql = begin_sql(opts)
+  else
+    if opts ~= nil and next(opts) ~= nil then
+      error("options apply to the outermost transaction only", 2)
+    end
+    sql = "SAVEPOINT pgc_savepoint_" .. depth
+  end
+  local ok, err = self:query(sql)
+  if not ok then return nil, err end
+  self._tx_depth = depth + 1
+  return setmetatable({ conn = self, depth = depth + 1, done = false }, Transaction)
+end
+
+-- Checks that tx may end now.
+local function check_ending(tx)
+  if tx.done then error("the transaction has already ended", 3) end
+  if tx.conn._tx_depth ~= tx.depth then
+    error("an inner transaction is still open", 3)
+  end
+end
+
+-- Commits (or releases the savepoint).  Returns true, or nil, err; a
+-- transaction that failed earlier is rolled back and reported.
+function Transaction:commit()
+  check_ending(self)
+  local conn = self.conn
+  self.done = true
+  conn._tx_depth = self.depth - 1
+  local res, err
+  if self.depth == 1 then
+    res, err = conn:query("COMMIT")
+    if res and res.command == "ROLLBACK" then
+      return nil, setmetatable({ kind = "server", code = "25P02", severity = "ERROR",
+        message = "the transaction was rolled back because a statement in it failed" },
+        core.error_mt)
+    end
+  else
+    local sp = "pgc_savepoint_" .. (self.depth - 1)
+    res, err = conn:query("RELEASE SAVEPOINT " .. sp)
+  end
+  if not res then return nil, err end
+  return true
+end
+
+-- Rolls back (to the savepoint, for a nested transaction).  Returns
+-- true, or nil, err.
+function Transaction:rollback()
+  check_ending(self)
+  local conn = self.conn
+  self.done = true
+  conn._tx_depth = self.depth - 1
+  local res, err
+  if self.depth == 1 then
+    res, err = conn:query("ROLLBACK")
+  else
+    local sp = "pgc_savepoint_" .. (self.depth - 1)
+    res, err = conn:query("ROLLBACK TO SAVEPOINT " .. sp .. "; RELEASE SAVEPOINT " .. sp)
+  end
+  if not res then return nil, err end
+  return true
+end
+
+-- Rolls back unless committed; for <close> variables.
+function Transaction:__close()
+  if not self.done and not self.conn._core:is_closed() then
+    if self.conn._tx_depth == self.depth then
+      self:rollback()
+    else
+      self.done = true
+    end
+  end
+end
+
+Transaction.__tostring = function(self)
+  return "pg.transaction (" .. (self.done and "ended" or "open") .. ", depth "
+    .. self.depth .. ")"
+end
+
+-- Runs fn(conn) inside a transaction (a savepoint when nested).  Commits
+-- when fn returns and returns fn's results (true when it returns none).
+-- When fn raises, rolls back and raises the error again; when fn returns
+-- nil, err, or a statement in it failed, rolls back and returns nil, err.
+function Connection:transaction(fn, opts)
+  if type(fn) ~= "function" then error("transaction expects a function", 2) end
+  local tx, err = self:begin(opts)
+  if not tx then return nil, err end
+  local r = table_pack(pcall(fn, self))
+  if not r[1] then
+    if not tx.done and self._tx_depth == tx.depth then pcall(tx.rollback, tx) end
+    error(r[2], 0)
+  end
+  if r.n >= 3 and r[2] == nil then
+    tx:rollback()
+    return nil, r[3]
+  end
+  local ok
+  ok, err = tx:commit()
+  if not ok then return nil, err end
+  if r.n == 1 then return true end
+  return table_unpack(r, 2, r.n)
 end
 
 function Connection:parameter(name) return self._core:parameter(name) end
@@ -229,23 +718,20 @@ Connection.__gc = Connection.close
 Connection.__tostring = function(self) return tostring(self._core) end
 Connection.__name = "pg.connection"
 
--- Opens a connection.  config is a table of options (see README).
--- Returns the connection, or nil, err.
-function pg.connect(config)
-  if type(config) ~= "table" then
-    error("pg.connect expects a table of options, got " .. type(config), 2)
-  end
-  local o, err = options.check(config, connect_spec, "connection option")
-  if not o then return nil, err end
-  local copts
-  copts, err = core_options(o)
-  if not copts then return nil, err end
-
-  local c
-  c, err = core.new_conn(copts)
+-- Makes one connection attempt with the checked options o and the core
+-- options copts.  Returns the connection, or nil, err.
+local function open(o, copts)
+  local c, err = core.new_conn(copts)
   if not c then return nil, err end
-  local self = setmetatable({ _core = c, _socket = o.socket, _native = o.socket == nil },
-                            Connection)
+  local self = setmetatable({
+    _core = c, _socket = o.socket, _native = o.socket == nil,
+    _pending_close = {}, _tx_depth = 0, _type_names = {},
+    _config = {
+      rows = o.rows, numeric = o.numeric,
+      json_decode = o.json ~= "text" and cjson and cjson.decode or nil,
+      json_encode = cjson and cjson.encode or nil,
+    },
+  }, Connection)
 
   local ok
   if self._native then
@@ -260,11 +746,52 @@ function pg.connect(config)
     end
     ok, err = drive(self, c.startup_step)
   end
+  if ok then
+    c:configure(self._config)
+    ok, err = sync_types(self)
+  end
   if not ok then
     self:close()
     return nil, err
   end
   return self
+end
+
+-- Whether err is the server rejecting a login while authenticating it
+-- (an ErrorResponse, as for a pg_hba.conf that wants TLS): what makes
+-- ssl_mode "allow" try again with TLS, as libpq does.
+local function rejected_login(err)
+  return type(err) == "table" and err.kind == "auth" and err.code ~= nil
+end
+
+-- Whether err is a server's 'N' to SSLRequest.
+local function tls_refused(err)
+  return type(err) == "table" and err.kind == "tls"
+    and tostring(err.message):find("answered 'N' to SSLRequest", 1, true) ~= nil
+end
+
+-- Opens a connection.  config is a table of options (see README).
+-- Returns the connection, or nil, err.
+function pg.connect(config)
+  if type(config) ~= "table" then
+    error("pg.connect expects a table of options, got " .. type(config), 2)
+  end
+  local o, err = options.check(config, connect_spec, "connection option")
+  if not o then return nil, err end
+  local copts, retry = core_options(o)
+  if not copts then return nil, retry end
+
+  local conn
+  conn, err = open(o, copts)
+  if conn or not retry or o.socket ~= nil or not rejected_login(err) then
+    return conn, err
+  end
+  -- "allow": a new connection with TLS.  If the server does not do TLS
+  -- either, the rejection of the plain login says best what went wrong.
+  local retry_err
+  conn, retry_err = open(o, retry)
+  if conn then return conn end
+  return nil, tls_refused(retry_err) and err or retry_err
 end
 
 -- Whether v is a connection made by pg.connect.

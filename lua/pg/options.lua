@@ -97,6 +97,16 @@ function M.checks.port(v)
   return nil, "an integer port number from 1 to 65535"
 end
 
+-- A checker accepting one of the given strings.
+function M.checks.one_of(...)
+  local valid, list = {}, table.concat({ ... }, ", ")
+  for _, v in ipairs({ ... }) do valid[v] = true end
+  return function(v)
+    if valid[v] then return v end
+    return nil, "one of " .. list
+  end
+end
+
 -- Checks a table against spec (normalised key -> checker).  Returns a new
 -- table with normalised keys and checked values, or nil, err.  what names
 -- the table in messages ("connection option", "ssl.context option").

@@ -1,7 +1,8 @@
 -- Shared settings for the specs: where the servers started by
 -- scripts/pgtest.sh listen, the passwords and certificates it made, and
 -- constructors for connection tables.  Needs nothing but the environment
--- that scripts/run-tests.sh exports.
+-- that scripts/run-tests.sh exports; the connection and socket helpers
+-- at the end load pg and LuaSocket when first called.
 --
 --   local H = require "support.helper"
 --   local conn = pg.connect(H.config { user = "trustuser" })
@@ -92,6 +93,90 @@ function H.tls_config(user, overrides)
     ssl_context = H.tls_files(user),
   }
   return H.config(merged(base, overrides))
+end
+
+-- Opens a connection with pg.connect(config) and returns it; raises with
+-- the library's message when the connection fails.
+function H.connect(config)
+  local conn, err = require("pg").connect(config)
+  if not conn then
+    error("could not connect: " .. tostring(err), 2)
+  end
+  return conn
+end
+
+-- Runs sql on conn and returns the first column of its first row (by
+-- the name the server gave the column); raises when the query fails.
+function H.value(conn, sql)
+  local res, err = conn:query(sql)
+  if not res then
+    error("query failed: " .. tostring(err), 2)
+  end
+  return res[1][res.columns[1]]
+end
+
+-- Returns a LuaSocket TCP connection to port of the test host, with a
+-- five-second timeout; raises when it cannot connect.
+function H.tcp(port)
+  local sock = require("socket").tcp()
+  sock:settimeout(5)
+  local ok, err = sock:connect(H.env.host, port)
+  if not ok then
+    sock:close()
+    error("could not connect to port " .. tostring(port) .. ": " .. tostring(err), 2)
+  end
+  return sock
+end
+
+-- Returns a transport for pg.connect's socket option that passes every
+-- call on to sock (a LuaSocket TCP connection) and keeps a record:
+-- sent holds each piece of data the client sent, received_bytes counts
+-- what came back, closed says whether close was called.
+function H.recording_transport(sock)
+  local transport = { sent = {}, received_bytes = 0, closed = false }
+
+  function transport:send(data, i, j)
+    local last, err, partial = sock:send(data, i, j)
+    local upto = last or partial
+    if upto and upto >= (i or 1) then
+      self.sent[#self.sent + 1] = data:sub(i or 1, upto)
+    end
+    return last, err, partial
+  end
+
+  function transport:receive(n)
+    local data, err, partial = sock:receive(n)
+    self.received_bytes = self.received_bytes + #(data or partial or "")
+    return data, err, partial
+  end
+
+  function transport:close()
+    self.closed = true
+    return sock:close()
+  end
+
+  -- Everything the client sent, as one string.
+  function transport:sent_bytes()
+    return table.concat(self.sent)
+  end
+
+  return transport
+end
+
+-- Asks a second connection, every 20 ms for up to two seconds, whether
+-- the backend with process id pid still exists.  Returns true once it
+-- is gone, false if it outlived the wait.
+function H.backend_gone(pid)
+  local socket = require "socket"
+  local watcher <close> = H.connect(H.config { user = "trustuser" })
+  local sql = "select count(*) from pg_stat_activity where pid = " .. math.tointeger(pid)
+  for _ = 1, 100 do
+    if H.value(watcher, sql) == 0 then
+      return true
+    end
+    socket.sleep(0.02)
+  end
+  return false
 end
 
 return H

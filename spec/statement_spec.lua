@@ -1,0 +1,142 @@
+-- Prepared statements.
+local pg = require "pg"
+local H = require "support.helper"
+
+local function trust(extra)
+  local cfg = H.config({ user = "trustuser" })
+  for k, v in pairs(extra or {}) do cfg[k] = v end
+  return assert(pg.connect(cfg))
+end
+
+-- Whether the server knows a prepared statement of that name.
+local function server_has(conn, name)
+  local res = assert(conn:execute("select count(*) as n from pg_prepared_statements where name = $1",
+                                  name))
+  return res[1].n == 1
+end
+
+describe("conn:prepare", function()
+  local conn
+  before_each(function() conn = trust() end)
+  after_each(function() conn:close() end)
+
+  it("describes parameter and column types", function()
+    local stmt = assert(conn:prepare("select $1::int4 as n, $2::text as s"))
+    assert.same({ 23, 25 }, stmt.param_oids)
+    assert.same({ "int4", "text" }, stmt.param_types)
+    assert.same({ "n", "s" }, stmt.columns)
+    assert.equal("int4", stmt.fields[1].type)
+    stmt:close()
+  end)
+
+  it("runs many times with different parameters", function()
+    local stmt = assert(conn:prepare("select $1::int8 * 2 as v"))
+    for i = 1, 500 do
+      assert.equal(i * 2, assert(stmt:execute(i))[1].v)
+    end
+    stmt:close()
+  end)
+
+  it("takes a name and closes the statement on the server", function()
+    local stmt = assert(conn:prepare("select 1 as one", "my_stmt"))
+    assert.equal("my_stmt", stmt.name)
+    assert.is_true(server_has(conn, "my_stmt"))
+    stmt:close()
+    assert.is_false(server_has(conn, "my_stmt"))
+    stmt:close()
+  end)
+
+  it("closes a collected statement with the next operation", function()
+    do
+      local stmt = assert(conn:prepare("select 2 as two", "collected_stmt"))
+      stmt = nil
+    end
+    collectgarbage()
+    collectgarbage()
+    assert.is_false(server_has(conn, "collected_stmt"))
+  end)
+
+  it("refuses to run a closed statement", function()
+    local stmt = assert(conn:prepare("select 1"))
+    stmt:close()
+    assert.has_error(function() stmt:execute() end)
+  end)
+
+  it("sends a plain string to a bytea parameter as raw bytes", function()
+    local stmt = assert(conn:prepare("select $1::bytea as b, length($1::bytea) as n"))
+    local raw = "a\0b\255\1"
+    local res = assert(stmt:execute(raw))
+    assert.equal(raw, res[1].b)
+    assert.equal(5, res[1].n)
+  end)
+
+  it("receives known types in binary and decodes them the same", function()
+    local stmt = assert(conn:prepare([[select $1::int2 as a, $2::int4 as b, $3::int8 as c,
+      $4::float4 as d, $5::float8 as e, $6::bool as f, $7::uuid as g, $8::oid as h]]))
+    local res = assert(stmt:execute(-5, 70000, math.mininteger, 0.25, -1e300, true,
+                                    "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11", 4000000000))
+    local row = res[1]
+    assert.equal(-5, row.a)
+    assert.equal(70000, row.b)
+    assert.equal(math.mininteger, row.c)
+    assert.equal(0.25, row.d)
+    assert.equal(-1e300, row.e)
+    assert.is_true(row.f)
+    assert.equal("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", row.g)
+    assert.equal(4000000000, row.h)
+    assert.equal("binary", res.fields[1].format)
+  end)
+
+  it("checks integer ranges for described parameter types", function()
+    local stmt = assert(conn:prepare("select $1::int2 as v"))
+    local ok, err = pcall(stmt.execute, stmt, 70000)
+    assert.is_false(ok)
+    assert.matches("parameter %$1", tostring(err))
+    assert.matches("out of range", tostring(err))
+    assert.equal(1, assert(stmt:execute(1))[1].v)
+  end)
+
+  it("reports a parameter count mismatch and stays usable", function()
+    local stmt = assert(conn:prepare("select $1::int as a, $2::int as b"))
+    local res, err = stmt:execute(1)
+    assert.is_nil(res)
+    assert.equal("config", err.kind)
+    assert.matches("expects 2 parameters, got 1", err.message)
+    assert.equal(3, assert(stmt:execute(1, 2)).affected and 3 or 0)
+  end)
+
+  it("fails with the server's error after ALTER TABLE changed the result shape", function()
+    assert(conn:query("create temp table shape (a int)"))
+    assert(conn:query("insert into shape values (1)"))
+    local stmt = assert(conn:prepare("select * from shape"))
+    assert.equal(1, assert(stmt:execute())[1].a)
+    assert(conn:query("alter table shape add column b text"))
+    local res, err = stmt:execute()
+    assert.is_nil(res)
+    assert.equal("server", err.kind)
+    assert.equal("0A000", err.code)
+    assert.equal(1, assert(conn:query("select 1 as one"))[1].one)
+  end)
+
+  it("reports a syntax error from prepare", function()
+    local stmt, err = conn:prepare("selec 1")
+    assert.is_nil(stmt)
+    assert.equal("42601", err.code)
+  end)
+
+  it("takes the row shape per statement", function()
+    local stmt = assert(conn:prepare("select 1 as a, 2 as b", { rows = "arrays" }))
+    assert.same({ 1, 2 }, assert(stmt:execute())[1])
+  end)
+
+  it("inserts many rows through one statement", function()
+    assert(conn:query("create temp table many (id int, name text, score float8)"))
+    local stmt = assert(conn:prepare("insert into many values ($1, $2, $3)"))
+    for i = 1, 1000 do
+      assert(stmt:execute(i, "n" .. i, i / 4))
+    end
+    local res = assert(conn:query("select count(*) as n, sum(score) as s from many"))
+    assert.equal(1000, res[1].n)
+    assert.equal(1000 * 1001 / 8, res[1].s)
+  end)
+end)
