@@ -43,7 +43,8 @@ enum {
     UV_JSON_DECODE,     /* JSON decoder, or nil to keep JSON text */
     UV_JSON_ENCODE,     /* JSON encoder, or nil */
     UV_PARAMS,          /* ParameterDescription of a prepared statement */
-    UV_COUNT = UV_PARAMS
+    UV_FAILURE,         /* the error that ended the connection */
+    UV_COUNT = UV_FAILURE
 };
 
 /* What the operation in progress is. */
@@ -1257,10 +1258,16 @@ static int op_finish(lua_State *L, binding *b, int rc)
          * FATAL one) explains it best. */
         close_socket(b);
         lua_pushnil(L);
-        if (!lua_isnil(L, top - 3))
-            lua_pushvalue(L, top - 3);
-        else
-            push_conn_error(L, b);
+        lua_getiuservalue(L, 1, UV_FAILURE);
+        if (lua_isnil(L, -1)) {
+            lua_pop(L, 1);
+            if (!lua_isnil(L, top - 3))
+                lua_pushvalue(L, top - 3);
+            else
+                push_conn_error(L, b);
+            lua_pushvalue(L, -1);
+            lua_setiuservalue(L, 1, UV_FAILURE);
+        }
         return 2;
     }
     if (!lua_isnil(L, top - 3)) {
@@ -1664,11 +1671,14 @@ static int conn_backend_pid(lua_State *L)
     return 1;
 }
 
-/* c:status() returns "idle", "transaction" or "error". */
+/* c:status() returns "idle", "transaction" or "error", or "failed" once
+ * the connection is unusable. */
 static int conn_status(lua_State *L)
 {
     binding *b = check_open(L);
 
+    if (pgc_conn_is_failed(b->c))
+        return (lua_pushliteral(L, "failed"), 1);
     switch (pgc_conn_txn_status(b->c)) {
     case 'T':
         lua_pushliteral(L, "transaction");

@@ -35,10 +35,13 @@ build = {
     ["pg.ssl"] = "lua/pg/ssl.lua",
     ["pg.edn"] = "lua/pg/edn.lua",
     ["pg.config"] = "lua/pg/config.lua",
+    ["pg.conninfo"] = "lua/pg/conninfo.lua",
+    ["pg.types"] = "lua/pg/types.lua",
     ["pg.core"] = {
       sources = {
         "csrc/buffer.c", "csrc/protocol.c", "csrc/auth.c", "csrc/tls.c",
         "csrc/socket.c", "csrc/conn.c", "csrc/binding.c",
+        "csrc/binding_values.c",
       },
       defines = { "_GNU_SOURCE" },
       incdirs = { "csrc", "$(GNUTLS_INCDIR)" },

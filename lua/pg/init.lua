@@ -75,7 +75,9 @@ local connect_spec = {
 }
 
 -- Startup parameters that other options set; params may not set them.
-local reserved_params = { user = true, database = true, client_encoding = true }
+local reserved_params = {
+  user = true, database = true, client_encoding = true, application_name = true,
+}
 
 -- Resolves the ssl_context option to a context object.  Returns it, or
 -- nil, err.
