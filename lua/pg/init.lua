@@ -25,6 +25,10 @@ local pg = {
   error_mt = core.error_mt,
 }
 
+-- EDN reading and configuration files (see pg.edn and pg.config).
+pg.edn = require "pg.edn"
+pg.config = require "pg.config"
+
 local checks = options.checks
 
 local function check_ssl_context(v)
