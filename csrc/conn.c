@@ -390,7 +390,10 @@ static int fail_eof(pgc_conn *c)
         when = " while negotiating TLS";
         break;
     case ST_HANDSHAKE:
-        when = " during the TLS handshake";
+        when = c->direct ? " during the TLS handshake (direct TLS, "
+                           "ssl_negotiation \"direct\", needs PostgreSQL "
+                           "17 or later)"
+                         : " during the TLS handshake";
         break;
     case ST_AUTH:
     case ST_WAIT_READY:
@@ -612,12 +615,12 @@ static int handshake(pgc_conn *c)
     }
     alpn = pgc_tls_alpn(c->tls);
     if (c->direct && (alpn == NULL || strcmp(alpn, "postgresql") != 0)) {
-        pgc_conn_fail(c, PGC_ERR_TLS, "the server selected %s%s%s as the "
-                      "ALPN protocol, but direct TLS (ssl_negotiation "
-                      "\"direct\") needs \"postgresql\"; the server may "
-                      "be older than PostgreSQL 17",
-                      alpn ? "\"" : "no protocol", alpn ? alpn : "",
-                      alpn ? "\"" : "");
+        pgc_conn_fail(c, PGC_ERR_TLS, "the server selected %s%s%s, but "
+                      "direct TLS (ssl_negotiation \"direct\") needs the "
+                      "ALPN protocol \"postgresql\"; the server may be "
+                      "older than PostgreSQL 17",
+                      alpn ? "the ALPN protocol \"" : "no ALPN protocol",
+                      alpn ? alpn : "", alpn ? "\"" : "");
         return PGC_FAIL;
     }
 

@@ -166,9 +166,9 @@ static int check_key_mode(const char *path, const struct stat *st,
         return 0;
     snprintf(err, errlen, "private key file '%s' has group or world "
              "access (mode %04o); it must have permissions u=rw (0600) "
-             "or less, or u=rw,g=r (0640) or less if owned by root: "
-             "run chmod 0600 on it", path,
-             (unsigned)(st->st_mode & 07777));
+             "or less, or u=rw,g=r (0640) or less if owned by root; fix "
+             "it with: chmod 0600 '%s'", path,
+             (unsigned)(st->st_mode & 07777), path);
     return -1;
 }
 
@@ -454,9 +454,9 @@ int pgc_tls_priority(const char *base, int min, int max, char *out,
         size_t at = errpos != NULL && errpos >= base
                     ? (size_t)(errpos - base) : 0;
 
-        snprintf(err, errlen, "ssl_priority is not a valid GnuTLS priority "
-                 "string: %s at position %zu ('%.40s')",
-                 gnutls_strerror(rc), at + 1, base + at);
+        snprintf(err, errlen, "ssl_priority '%.200s' is not a valid "
+                 "GnuTLS priority string: GnuTLS stopped at position %zu "
+                 "('%.40s')", base, at + 1, base + at);
         return -1;
     }
     gnutls_priority_deinit(prio);

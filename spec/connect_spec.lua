@@ -138,8 +138,9 @@ describe("pg.connect", function()
       assert.are.equal("config", err.kind)
     end)
 
-    it("raises when given something other than a table", function()
-      assert.has_error(function() pg.connect("host=127.0.0.1") end)
+    it("raises when given something other than a table or a string", function()
+      assert.has_error(function() pg.connect(42) end)
+      assert.has_error(function() pg.connect() end)
     end)
 
     it("accepts ssl spelled ssl?", function()

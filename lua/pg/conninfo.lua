@@ -426,9 +426,14 @@ end
 -- Applies the rules that concern several options together, then builds the
 -- SSL context from `opts.ssl_files`. Modifies and returns `opts`, or returns
 -- nil and an error.
-local function finish(opts, fallback)
+local function finish(opts, fallback, given_table)
   if opts.application_name == nil then
     opts.application_name = fallback
+  end
+  if given_table then
+    -- pg.connect checks how the options of its tables go together, and
+    -- names them by its own option names.
+    return opts
   end
 
   local files = opts.ssl_files
@@ -1251,7 +1256,7 @@ function conninfo.resolve(given, opts)
   merged.service_file = nil
 
   local finished
-  finished, err = finish(merged, given_fallback or lower_fallback)
+  finished, err = finish(merged, given_fallback or lower_fallback, type(given) == "table")
   if not finished then
     return nil, err
   end

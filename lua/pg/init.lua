@@ -76,11 +76,18 @@ local connect_spec = {
   rows = checks.one_of("maps", "arrays"),
   numeric = checks.one_of("string", "number"),
   json = checks.one_of("decode", "text"),
+  options = checks.string,
+  passfile = checks.string,
+  service = checks.string,
+  env = checks.boolean,
 }
+
+local resolve_config
 
 -- Startup parameters that other options set; params may not set them.
 local reserved_params = {
   user = true, database = true, client_encoding = true, application_name = true,
+  options = true,
 }
 
 -- Resolves the ssl_context option to a context object.  Returns it, or
@@ -179,7 +186,7 @@ end
 -- Builds the table core.new_conn takes from checked options.  Returns it
 -- and, for ssl_mode "allow", the table of the TLS retry; or nil, err.
 local function core_options(o)
-  local user = o.user or os_getenv("PGUSER") or os_getenv("USER") or os_getenv("LOGNAME")
+  local user = o.user or os_getenv("USER") or os_getenv("LOGNAME")
   if not user or user == "" then
     return nil, options.error("no user given, and none found in the environment", "user")
   end
@@ -200,6 +207,9 @@ local function core_options(o)
                                         or "'" .. name .. "'"), "params")
     end
     startup[name] = tostring(value)
+  end
+  if o.options ~= nil then
+    startup.options = o.options
   end
 
   local copts = { startup = startup, password = o.password, on_notice = o.on_notice,
@@ -776,13 +786,54 @@ local function tls_refused(err)
     and tostring(err.message):find("answered 'N' to SSLRequest", 1, true) ~= nil
 end
 
+local conninfo = require "pg.conninfo"
+
+-- Turns what pg.connect was given (a table of options, a URI or a
+-- key/value connection string) into checked options, filling what is not
+-- given from the service file, the PG* environment variables (unless env
+-- = false) and the password file, in that order of precedence, lowest
+-- first.  Returns the options, or nil, err.
+resolve_config = function(config)
+  local given, err = config, nil
+  local use_env = true
+  if type(config) == "table" then
+    given, err = options.check(config, connect_spec, "connection option")
+    if not given then return nil, err end
+    use_env = given.env ~= false
+  end
+  local merged
+  merged, err = conninfo.resolve(given, { env = use_env })
+  if not merged then
+    if getmetatable(err) ~= core.error_mt then
+      err = options.error(tostring(err and err.message or err), err and err.option,
+                          err and err.value)
+    end
+    return nil, err
+  end
+  merged.ssl_files, merged.service_file, merged.env = nil, nil, nil
+  if type(given) ~= "table" then
+    return options.check(merged, connect_spec, "connection option")
+  end
+  -- Values from the table were checked already; check the ones that came
+  -- from the environment, a service file or the password file.
+  local fresh = {}
+  for k, v in pairs(merged) do
+    if given[k] == nil then fresh[k] = v end
+  end
+  fresh, err = options.check(fresh, connect_spec, "connection option")
+  if not fresh then return nil, err end
+  for k, v in pairs(given) do fresh[k] = v end
+  return fresh
+end
+
 -- Opens a connection.  config is a table of options (see README).
 -- Returns the connection, or nil, err.
 function pg.connect(config)
-  if type(config) ~= "table" then
-    error("pg.connect expects a table of options, got " .. type(config), 2)
+  local kind = type(config)
+  if kind ~= "table" and kind ~= "string" then
+    error("pg.connect expects a table of options or a connection string, got " .. kind, 2)
   end
-  local o, err = options.check(config, connect_spec, "connection option")
+  local o, err = resolve_config(config)
   if not o then return nil, err end
   local copts, retry = core_options(o)
   if not copts then return nil, retry end

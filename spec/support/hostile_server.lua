@@ -26,6 +26,13 @@
 --                                 "openssl s_server" presenting CERT
 --   tls-relay-tls10 CERT KEY      the same, with a server that speaks only
 --                                 TLS 1.0 and 1.1
+--   tls-relay-tls12 CERT KEY      the same, with a server that speaks only
+--                                 TLS 1.2 and older
+--   tls-direct CERT KEY           (no SSLRequest: direct TLS) relays the
+--                                 stream at once to an "openssl s_server"
+--                                 that selects the ALPN protocol postgresql
+--   tls-direct-no-alpn CERT KEY   the same, with a server that selects no
+--                                 ALPN protocol
 --   plain-scram-plus              (no SSLRequest) reads the StartupMessage,
 --                                 offers SASL with SCRAM-SHA-256-PLUS only
 --   startup-garbage               (no SSLRequest) answers the StartupMessage
@@ -260,6 +267,33 @@ end
 
 scenarios["tls-relay-tls10"] = function(client, cert, key)
   tls_relay(client, cert, key, "-no_tls1_2 -no_tls1_3 -cipher DEFAULT@SECLEVEL=0")
+end
+
+scenarios["tls-relay-tls12"] = function(client, cert, key)
+  tls_relay(client, cert, key, "-no_tls1_3")
+end
+
+-- Relays the connection from its first byte to a TLS server presenting
+-- cert, as for direct TLS, where the client sends no SSLRequest.
+local function tls_direct_relay(client, cert, key, extra)
+  assert(cert and key, "tls-direct needs a certificate and a key file")
+  local port = free_port()
+  local pid = start_tls_server(port, cert, key, extra)
+  local upstream, err = connect_upstream(port)
+  if upstream then
+    relay(client, upstream)
+    upstream:close()
+  end
+  os.execute("kill " .. pid .. " 2>/dev/null")
+  assert(upstream, err)
+end
+
+scenarios["tls-direct"] = function(client, cert, key)
+  tls_direct_relay(client, cert, key, "-alpn postgresql")
+end
+
+scenarios["tls-direct-no-alpn"] = function(client, cert, key)
+  tls_direct_relay(client, cert, key)
 end
 
 scenarios["plain-scram-plus"] = function(client)
