@@ -4,12 +4,8 @@ local H = require "support.helper"
 
 local tmpdir
 
-local function write(name, text)
-  local path = tmpdir .. "/" .. name
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-  return path
+local function write(name, text, mode)
+  return H.write_file(tmpdir, name, text, mode)
 end
 
 local function edn_config(extra)
@@ -28,15 +24,8 @@ local function current_user(conn)
 end
 
 describe("configuration files", function()
-  setup(function()
-    tmpdir = os.tmpname()
-    os.remove(tmpdir)
-    assert(os.execute("mkdir -p " .. tmpdir))
-  end)
-
-  teardown(function()
-    os.execute("rm -rf " .. tmpdir)
-  end)
+  setup(function() tmpdir = H.tmpdir() end)
+  teardown(function() H.rmdir(tmpdir) end)
 
   it("connects with an EDN map read with the #pg/ssl-context reader", function()
     local path = write("db.edn", edn_config())

@@ -6,12 +6,7 @@ local H = require "support.helper"
 local tmpdir
 
 local function write(name, text, mode)
-  local path = tmpdir .. "/" .. name
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-  assert(os.execute("chmod " .. (mode or "600") .. " " .. path))
-  return path
+  return H.write_file(tmpdir, name, text, mode)
 end
 
 local function shell_quote(s)
@@ -49,15 +44,8 @@ conn:close()]]
 end
 
 describe("connection strings and the libpq environment", function()
-  setup(function()
-    tmpdir = os.tmpname()
-    os.remove(tmpdir)
-    assert(os.execute("mkdir -p " .. tmpdir))
-  end)
-
-  teardown(function()
-    os.execute("rm -rf " .. tmpdir)
-  end)
+  setup(function() tmpdir = H.tmpdir() end)
+  teardown(function() H.rmdir(tmpdir) end)
 
   it("connects with a postgresql:// URI", function()
     local uri = string.format("postgresql://scramuser:scram-pass@%s:%d/%s?application_name=uri",

@@ -629,43 +629,41 @@ local function check_ending(tx)
   end
 end
 
+-- Marks tx ended; returns its connection and its savepoint's name.
+local function end_tx(tx)
+  check_ending(tx)
+  tx.done = true
+  tx.conn._tx_depth = tx.depth - 1
+  return tx.conn, "pgc_savepoint_" .. (tx.depth - 1)
+end
+
+local function rolled_back_error()
+  return setmetatable({ kind = "server", code = "25P02", severity = "ERROR",
+    message = "the transaction was rolled back because a statement in it failed" },
+    core.error_mt)
+end
+
 -- Commits (or releases the savepoint).  Returns true, or nil, err; a
--- transaction that failed earlier is rolled back and reported.
+-- transaction in which a statement failed is rolled back and reported.
 function Transaction:commit()
-  check_ending(self)
-  local conn = self.conn
-  self.done = true
-  conn._tx_depth = self.depth - 1
-  local res, err
-  if self.depth == 1 then
-    res, err = conn:query("COMMIT")
-    if res and res.command == "ROLLBACK" then
-      return nil, setmetatable({ kind = "server", code = "25P02", severity = "ERROR",
-        message = "the transaction was rolled back because a statement in it failed" },
-        core.error_mt)
-    end
-  else
-    local sp = "pgc_savepoint_" .. (self.depth - 1)
-    res, err = conn:query("RELEASE SAVEPOINT " .. sp)
+  local conn, sp = end_tx(self)
+  if self.depth > 1 and conn:status() == "error" then
+    local ok, err = conn:query("ROLLBACK TO SAVEPOINT " .. sp .. "; RELEASE SAVEPOINT " .. sp)
+    if not ok then return nil, err end
+    return nil, rolled_back_error()
   end
+  local res, err = conn:query(self.depth == 1 and "COMMIT" or "RELEASE SAVEPOINT " .. sp)
   if not res then return nil, err end
+  if res.command == "ROLLBACK" then return nil, rolled_back_error() end
   return true
 end
 
 -- Rolls back (to the savepoint, for a nested transaction).  Returns
 -- true, or nil, err.
 function Transaction:rollback()
-  check_ending(self)
-  local conn = self.conn
-  self.done = true
-  conn._tx_depth = self.depth - 1
-  local res, err
-  if self.depth == 1 then
-    res, err = conn:query("ROLLBACK")
-  else
-    local sp = "pgc_savepoint_" .. (self.depth - 1)
-    res, err = conn:query("ROLLBACK TO SAVEPOINT " .. sp .. "; RELEASE SAVEPOINT " .. sp)
-  end
+  local conn, sp = end_tx(self)
+  local res, err = conn:query(self.depth == 1 and "ROLLBACK"
+                              or "ROLLBACK TO SAVEPOINT " .. sp .. "; RELEASE SAVEPOINT " .. sp)
   if not res then return nil, err end
   return true
 end

@@ -179,4 +179,28 @@ function H.backend_gone(pid)
   return false
 end
 
+-- Makes a new empty temporary directory and returns its path.
+function H.tmpdir()
+  local dir = os.tmpname()
+  os.remove(dir)
+  assert(os.execute("mkdir -p '" .. dir .. "'"))
+  return dir
+end
+
+-- Removes a directory made by H.tmpdir.
+function H.rmdir(dir)
+  os.execute("rm -rf '" .. dir .. "'")
+end
+
+-- Writes text to name inside dir with the given mode (default 600) and
+-- returns the path.
+function H.write_file(dir, name, text, mode)
+  local path = dir .. "/" .. name
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
+  assert(os.execute("chmod " .. (mode or "600") .. " '" .. path .. "'"))
+  return path
+end
+
 return H
