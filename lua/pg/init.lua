@@ -494,11 +494,14 @@ function Connection:prepare(sql, name, opts)
     param_fields[i] = { oid = oid, type = core.type_name(oid) }
   end
   fill_type_names(self, desc, { fields = param_fields })
+  local column_types = {}
   for i, f in ipairs(param_fields) do param_types[i] = f.type end
+  for i, f in ipairs(desc.fields or {}) do column_types[i] = f.type end
   return setmetatable({
     conn = self, name = name, sql = sql, rows = rows,
-    param_oids = desc.params, param_types = param_types,
+    params = param_fields, param_oids = desc.params, param_types = param_types,
     fields = desc.fields or {}, columns = desc.columns or {},
+    column_oids = column_oids, column_types = column_types,
     _column_oids = column_oids, _closed = false,
   }, Statement)
 end
