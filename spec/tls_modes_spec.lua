@@ -196,11 +196,19 @@ describe("fallbacks", function()
     assert.are.equal("certuser", H.value(conn, "select current_user"))
   end)
 
-  it("allow does not retry after a wrong password over a server without TLS", function()
-    local err = refused(H.plain_config { user = "scramuser", ssl_mode = "allow",
-                                         password = "wrong" })
+  it("allow reports the plain login's error when the server has no TLS to retry with",
+    function()
+      local err = refused(H.plain_config { user = "scramuser", ssl_mode = "allow",
+                                           password = "wrong" })
+      assert.are.equal("auth", err.kind)
+      assert.are.equal("28P01", err.code)
+    end)
+
+  it("allow reports the TLS login's error when the retry is rejected too", function()
+    local err = refused(H.config { user = "certuser", ssl_mode = "allow",
+                                   ssl_context = ca_map() })
     assert.are.equal("auth", err.kind)
-    assert.are.equal("28P01", err.code)
+    assert.matches("valid client certificate", err.message, 1, true)
   end)
 
   it("allow cannot retry over a transport the caller gave", function()
