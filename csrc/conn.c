@@ -57,6 +57,7 @@ struct pgc_conn {
     int direct;
     int allow_plain;
     pgc_tls *tls;
+    int first_record_checked;   /* the server's first TLS bytes looked at */
 
     pgc_scram scram;
     enum sasl_step sasl;
@@ -598,8 +599,25 @@ static int ssl_response(pgc_conn *c)
 static int handshake(pgc_conn *c)
 {
     char err[PGC_TLS_ERRLEN];
-    int rc = pgc_tls_handshake(c->tls, err, sizeof err);
+    int rc;
     const char *alpn;
+
+    /* A transport that reads exactly what is asked for hands over the
+     * bytes that follow 'S' only now.  The server's first bytes must be a
+     * TLS handshake or alert record; anything else is plain text injected
+     * before TLS began (CVE-2021-23222). */
+    if (!c->first_record_checked && pgc_buf_len(&c->raw_in) > 0) {
+        unsigned char type = (unsigned char)pgc_buf_head(&c->raw_in)[0];
+
+        c->first_record_checked = 1;
+        if (!c->direct && type != 0x16 && type != 0x15) {
+            pgc_conn_fail(c, PGC_ERR_TLS, "the server sent unencrypted data "
+                          "after its answer to SSLRequest; this can be a "
+                          "man-in-the-middle attack (CVE-2021-23222)");
+            return PGC_FAIL;
+        }
+    }
+    rc = pgc_tls_handshake(c->tls, err, sizeof err);
 
     if (rc == PGC_TLS_WANT_READ)
         return c->eof ? fail_eof(c) : PGC_WANT_READ;

@@ -135,6 +135,23 @@ describe("a TLS connection to a hostile server", function()
     assert.are.equal(hex(SSL_REQUEST), hex(srv.received()))
   end)
 
+  it("refuses plain text after S over a caller's transport too (CVE-2021-23222)", function()
+    local socket = require "socket"
+    local srv = hostile.start "S-then-bytes"
+    finally(srv.stop)
+    local sock = socket.tcp()
+    sock:settimeout(CONNECT_TIMEOUT)
+    assert(sock:connect("127.0.0.1", srv.port))
+    local conn, err = pg.connect {
+      host = "127.0.0.1", port = srv.port, user = "u", database = "d", ssl = true,
+      ssl_context = pg.ssl.context { ca_cert_file = H.certs "ca.crt" }, socket = sock,
+    }
+    assert.is_nil(conn)
+    assert.equal("tls", err.kind)
+    assert.matches("CVE-2021-23222", err.message, 1, true)
+    assert.is_nil(srv.received():find("user\0", 1, true))
+  end)
+
   it("fails when the server closes the connection during the handshake", function()
     local srv = hostile.start "close-after-S"
     finally(srv.stop)
