@@ -51,7 +51,8 @@ describe("connection strings and the libpq environment", function()
     local uri = string.format("postgresql://scramuser:scram-pass@%s:%d/%s?application_name=uri",
                               H.env.host, H.env.port, H.env.db)
     local conn <close> = assert(pg.connect(uri))
-    local r = assert(conn:query("select current_user as u, current_setting('application_name') as a"))
+    local r = assert(conn:query(
+      "select current_user as u, current_setting('application_name') as a"))
     assert.equal("scramuser", r[1].u)
     assert.equal("uri", r[1].a)
   end)

@@ -10,8 +10,8 @@ end
 
 -- Whether the server knows a prepared statement of that name.
 local function server_has(conn, name)
-  local res = assert(conn:execute("select count(*) as n from pg_prepared_statements where name = $1",
-                                  name))
+  local res = assert(conn:execute(
+    "select count(*) as n from pg_prepared_statements where name = $1", name))
   return res[1].n == 1
 end
 
