@@ -2,6 +2,8 @@
 #   make        builds lua/pg/core.so
 #   make test   installs what is missing, starts throwaway servers, runs specs
 #   make demo   the same servers, then examples/ssl.lua
+#   make bench  installs what is missing (bench/bootstrap.sh), builds, and
+#               times pg-client against LuaSQL and libpq (bench/run.sh)
 
 PKGS    ?= gnutls lua5.4
 CC      ?= gcc
@@ -33,6 +35,12 @@ test:
 
 demo:
 	bash scripts/demo.sh
+
+# The bootstrap comes first, so that the build finds the packages it adds.
+bench:
+	bash bench/bootstrap.sh
+	$(MAKE) all
+	bash bench/run.sh
 
 clean:
 	rm -rf build $(MODULE)
