@@ -44,11 +44,13 @@ enum {
     UV_JSON_ENCODE,     /* JSON encoder, or nil */
     UV_PARAMS,          /* ParameterDescription of a prepared statement */
     UV_FAILURE,         /* the error that ended the connection */
-    UV_COUNT = UV_FAILURE
+    UV_LAST_COLUMNS,    /* columns of the last RowDescription, for reuse */
+    UV_LAST_FIELDS,     /* and its fields */
+    UV_COUNT = UV_LAST_FIELDS
 };
 
 /* What the operation in progress is. */
-enum op { OP_NONE, OP_QUERY, OP_EXECUTE, OP_PREPARE, OP_CLOSE };
+enum op { OP_NONE, OP_QUERY, OP_EXECUTE, OP_BATCH, OP_PREPARE, OP_CLOSE };
 
 typedef struct context {
     pgc_tls_ctx *ctx;
@@ -75,6 +77,9 @@ typedef struct binding {
     lua_Integer nresults;
     int copy_out;
     pgc_buf scratch;       /* decoding and Bind encoding */
+    pgc_buf last_desc;     /* body of the last RowDescription */
+    pgc_buf formats;       /* result format codes for Bind */
+    pgc_buf batch;         /* the messages of a batch being encoded */
     pgc_buf bind;          /* parameter values being encoded */
 } binding;
 
@@ -825,6 +830,9 @@ static int conn_gc(lua_State *L)
     b->columns = NULL;
     pgc_buf_free(&b->scratch);
     pgc_buf_free(&b->bind);
+    pgc_buf_free(&b->last_desc);
+    pgc_buf_free(&b->formats);
+    pgc_buf_free(&b->batch);
     b->L = NULL;
     return 0;
 }
@@ -895,7 +903,7 @@ static pgc_decode_env decode_env(lua_State *L, binding *b)
 /* Starts a new result table with its columns table in the slots. */
 static void new_result(lua_State *L, int ncolumns)
 {
-    lua_createtable(L, 0, 0);
+    lua_createtable(L, 0, 5);   /* columns, fields, command, tag, affected */
     lua_createtable(L, ncolumns, 0);
     lua_pushvalue(L, -1);
     lua_setfield(L, -3, "columns");
@@ -945,6 +953,32 @@ static int row_description(lua_State *L, binding *b, const pgc_msg *m)
     n = pgc_read_i16(&r);
     if (r.bad || n < 0)
         return -1;
+
+    /* The same description as last time (a statement run again): its
+     * columns and fields tables serve again, and so do b->columns. */
+    if (pgc_buf_len(&b->last_desc) == m->len && m->len > 0 &&
+        memcmp(pgc_buf_head(&b->last_desc), m->body, m->len) == 0 &&
+        lua_getiuservalue(L, 1, UV_LAST_COLUMNS) == LUA_TTABLE &&
+        lua_getiuservalue(L, 1, UV_LAST_FIELDS) == LUA_TTABLE) {
+        lua_createtable(L, 0, 5);
+        lua_insert(L, -3);
+        lua_setfield(L, -3, "fields");
+        lua_pushvalue(L, -1);
+        lua_setiuservalue(L, 1, UV_COLUMNS);
+        lua_pushvalue(L, -1);
+        lua_replace(L, SLOT_COLUMNS);
+        lua_setfield(L, -2, "columns");
+        lua_pushvalue(L, -1);
+        lua_setiuservalue(L, 1, UV_CURRENT);
+        lua_replace(L, SLOT_CURRENT);
+        b->ncolumns = n;
+        b->has_columns = 1;
+        b->nrows = 0;
+        return 0;
+    }
+    lua_settop(L, SLOT_PARAMS);
+    pgc_buf_clear(&b->last_desc);
+
     cols = realloc(b->columns, (n > 0 ? (size_t)n : 1) * sizeof *cols);
     if (cols == NULL)
         return luaL_error(L, "out of memory");
@@ -996,7 +1030,13 @@ static int row_description(lua_State *L, binding *b, const pgc_msg *m)
         lua_rawseti(L, fields, i + 1);
         lua_rawseti(L, SLOT_COLUMNS, i + 1);
     }
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, 1, UV_LAST_FIELDS);
     lua_setfield(L, SLOT_CURRENT, "fields");
+    lua_pushvalue(L, SLOT_COLUMNS);
+    lua_setiuservalue(L, 1, UV_LAST_COLUMNS);
+    if (pgc_buf_append(&b->last_desc, m->body, m->len) < 0)
+        pgc_buf_clear(&b->last_desc);
     b->ncolumns = n;
     b->has_columns = 1;
     b->nrows = 0;
@@ -1413,15 +1453,15 @@ static void encode_params(lua_State *L, binding *b, int first, int n,
 }
 
 /*
- * Appends Bind for statement name with the encoded parameters, asking for
- * results in the given formats (NULL: all text), then Describe (portal),
- * Execute and Sync.  Returns 0, or -1 when out of memory.
+ * Appends to out Bind for statement name with the encoded parameters
+ * (b->bind), asking for results in the given formats (ncols of them; 0:
+ * all text), then Describe (portal) and Execute, and Sync when sync is
+ * set.  Returns 0, or -1 when out of memory.
  */
-static int append_bind_execute(binding *b, const char *name, int n,
-                               const int16_t *fmts, int ncols,
-                               const int16_t *result_fmts)
+static int append_bind_execute(binding *b, pgc_buf *out, const char *name,
+                               int n, const int16_t *fmts, int ncols,
+                               const int16_t *result_fmts, int sync)
 {
-    pgc_buf *out = pgc_conn_out(b->c);
     size_t at = pgc_msg_begin(out, 'B');
     int i;
 
@@ -1442,9 +1482,44 @@ static int append_bind_execute(binding *b, const char *name, int n,
             return -1;
     pgc_msg_end(out, at);
     if (pgc_enc_describe(out, 'P', "") < 0 ||
-        pgc_enc_execute(out, "", 0) < 0 || pgc_enc_sync(out) < 0)
+        pgc_enc_execute(out, "", 0) < 0 || (sync && pgc_enc_sync(out) < 0))
         return -1;
     return 0;
+}
+
+/*
+ * Chooses result formats for the column types in the sequence at
+ * col_idx: binary for the types this client decodes from binary, unless
+ * a decoder is registered for them.  Fills b->formats; returns the count.
+ */
+static int result_formats(lua_State *L, binding *b, int col_idx)
+{
+    int ncols = (int)lua_rawlen(L, col_idx), decoders, i;
+    int16_t *f;
+
+    if (ncols > 65535)
+        return luaL_error(L, "too many columns");
+    pgc_buf_clear(&b->formats);
+    if (pgc_buf_reserve(&b->formats, (size_t)ncols * 2 + 2) == NULL)
+        return luaL_error(L, "out of memory");
+    f = (int16_t *)(void *)b->formats.data;
+    lua_getiuservalue(L, 1, UV_DECODERS);
+    decoders = lua_istable(L, -1) ? lua_gettop(L) : 0;
+    for (i = 0; i < ncols; i++) {
+        uint32_t oid;
+
+        lua_rawgeti(L, col_idx, i + 1);
+        oid = (uint32_t)lua_tointeger(L, -1);
+        lua_pop(L, 1);
+        f[i] = (int16_t)pgc_values_wants_binary(oid);
+        if (decoders != 0) {
+            if (lua_rawgeti(L, decoders, oid) != LUA_TNIL)
+                f[i] = 0;
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 1);
+    return ncols;
 }
 
 /*
@@ -1471,7 +1546,7 @@ static int conn_send_execute(lua_State *L)
     fmts = (int16_t *)(void *)(b->scratch.data + (size_t)n * 4);
     out = pgc_conn_out(b->c);
     if (pgc_enc_parse(out, "", sql, len, n, oids) < 0 ||
-        append_bind_execute(b, "", n, fmts, 0, NULL) < 0)
+        append_bind_execute(b, out, "", n, fmts, 0, NULL, 1) < 0)
         return queued_result(L, b, sent(b, -1));
     return queued_result(L, b, sent(b, 0));
 }
@@ -1506,46 +1581,76 @@ static int conn_send_bind(lua_State *L)
     binding *b = check_open(L);
     size_t nlen;
     const char *name = check_text(L, 3, &nlen, "statement name");
-    int n = lua_gettop(L) - 5, ncols, i;
+    int n = lua_gettop(L) - 5, ncols;
     uint32_t *oids;
-    int16_t *fmts, *result_fmts;
-    pgc_decode_env env;
+    int16_t *fmts;
 
     luaL_checktype(L, 4, LUA_TTABLE);
     luaL_checktype(L, 5, LUA_TTABLE);
     /* Encoding may raise: it runs before the operation starts. */
     encode_params(L, b, 6, n, 4, &oids, &fmts);
-    (void)oids;
-
-    ncols = (int)lua_rawlen(L, 5);
-    if (ncols > 65535)
-        return luaL_error(L, "too many columns");
-    if (pgc_buf_reserve(&b->scratch, (size_t)ncols * 2 + 2) == NULL)
-        return luaL_error(L, "out of memory");
-    /* reserve may have moved scratch: find the arrays again */
-    fmts = (int16_t *)(void *)(b->scratch.data + (size_t)n * 4);
-    result_fmts = fmts + n;
-    lua_getiuservalue(L, 1, UV_DECODERS);
-    env.custom_idx = lua_istable(L, -1) ? lua_gettop(L) : 0;
-    for (i = 0; i < ncols; i++) {
-        uint32_t oid;
-
-        lua_rawgeti(L, 5, i + 1);
-        oid = (uint32_t)lua_tointeger(L, -1);
-        lua_pop(L, 1);
-        result_fmts[i] = (int16_t)(pgc_values_wants_binary(oid) &&
-                                   (env.custom_idx == 0 ||
-                                    lua_rawgeti(L, env.custom_idx, oid) ==
-                                        LUA_TNIL));
-        if (env.custom_idx != 0)
-            lua_pop(L, 1);
-    }
-    lua_pop(L, 1);
+    ncols = result_formats(L, b, 5);
     if (op_begin(L, b, OP_EXECUTE, 2) < 0)
         return op_finish(L, b, PGC_FAIL);
-    if (append_bind_execute(b, name, n, fmts, ncols, result_fmts) < 0)
+    if (append_bind_execute(b, pgc_conn_out(b->c), name, n, fmts, ncols,
+                            (const int16_t *)(void *)b->formats.data,
+                            1) < 0)
         return queued_result(L, b, sent(b, -1));
     return queued_result(L, b, sent(b, 0));
+}
+
+/*
+ * c:send_bind_many(rows_arrays, name, param_oids, column_oids, list,
+ * first, last) queues, for each parameter list list[first..last], Bind/
+ * Describe/Execute of a prepared statement, and one Sync after them all:
+ * one round trip for the lot.  Each list holds #param_oids values (nil
+ * for NULL).  Returns true, or nil, err; the results come one per list.
+ */
+static int conn_send_bind_many(lua_State *L)
+{
+    binding *b = check_open(L);
+    size_t nlen;
+    const char *name = check_text(L, 3, &nlen, "statement name");
+    lua_Integer first = luaL_checkinteger(L, 6 + 1);
+    lua_Integer last = luaL_checkinteger(L, 6 + 2);
+    lua_Integer row;
+    int n, ncols, j;
+
+    luaL_checktype(L, 4, LUA_TTABLE);
+    luaL_checktype(L, 5, LUA_TTABLE);
+    luaL_checktype(L, 6, LUA_TTABLE);
+    n = (int)lua_rawlen(L, 4);
+    ncols = result_formats(L, b, 5);
+    lua_settop(L, 8);
+    pgc_buf_clear(&b->batch);
+
+    /* Everything is encoded first, so that a value that raises leaves
+     * nothing half-queued. */
+    for (row = first; row <= last; row++) {
+        uint32_t *oids;
+        int16_t *fmts;
+
+        if (lua_rawgeti(L, 6, row) != LUA_TTABLE)
+            return luaL_error(L, "execute_many: entry %I is not a table of "
+                              "parameters", row);
+        luaL_checkstack(L, n + 4, "parameters");
+        for (j = 1; j <= n; j++)
+            lua_rawgeti(L, 9, j);
+        encode_params(L, b, 10, n, 4, &oids, &fmts);
+        if (append_bind_execute(b, &b->batch, name, n, fmts, ncols,
+                                (const int16_t *)(void *)b->formats.data,
+                                0) < 0)
+            return luaL_error(L, "out of memory");
+        lua_settop(L, 8);
+    }
+    if (pgc_enc_sync(&b->batch) < 0)
+        return luaL_error(L, "out of memory");
+
+    if (op_begin(L, b, OP_BATCH, 2) < 0)
+        return op_finish(L, b, PGC_FAIL);
+    return queued_result(L, b, sent(b, pgc_buf_append(pgc_conn_out(b->c),
+                                                      pgc_buf_head(&b->batch),
+                                                      pgc_buf_len(&b->batch))));
 }
 
 /* c:send_close(name, ...) queues Close (statement) for each name, and
@@ -1629,6 +1734,8 @@ static int conn_configure(lua_State *L)
     lua_setiuservalue(L, 1, UV_JSON_ENCODE);
     lua_getfield(L, 2, "decoders");
     lua_setiuservalue(L, 1, UV_DECODERS);
+    /* Column kinds depend on the decoders: describe afresh. */
+    pgc_buf_clear(&b->last_desc);
     return 0;
 }
 
@@ -1757,6 +1864,7 @@ static const luaL_Reg conn_methods[] = {
     { "send_execute", conn_send_execute },
     { "send_prepare", conn_send_prepare },
     { "send_bind", conn_send_bind },
+    { "send_bind_many", conn_send_bind_many },
     { "send_close", conn_send_close },
     { "run_native", conn_run_native },
     { "step", conn_step },

@@ -143,3 +143,68 @@ describe("conn:prepare", function()
     assert.equal(1000 * 1001 / 8, res[1].s)
   end)
 end)
+
+describe("stmt:execute_many", function()
+  local conn
+  before_each(function()
+    conn = trust()
+    assert(conn:query("create temp table batch (id int primary key, name text)"))
+  end)
+  after_each(function() conn:close() end)
+
+  it("runs the statement for every parameter list and sums the rows affected", function()
+    local stmt = assert(conn:prepare("insert into batch values ($1, $2)"))
+    local list = {}
+    for i = 1, 1234 do list[i] = { i, "n" .. i } end
+    local res = assert(stmt:execute_many(list))
+    assert.equal(1234, res.affected)
+    assert.equal("INSERT", res.command)
+    assert.equal(1234, assert(conn:query("select count(*) as n from batch"))[1].n)
+    assert.equal("idle", conn:status())
+  end)
+
+  it("returns the rows of every execution for RETURNING", function()
+    local stmt = assert(conn:prepare("insert into batch values ($1, $2) returning id * 10 as x"))
+    local res = assert(stmt:execute_many({ { 1, "a" }, { 2, "b" }, { 3, pg.null } }))
+    assert.equal(3, #res)
+    assert.equal(30, res[3].x)
+    assert.same({ "x" }, res.columns)
+  end)
+
+  it("rolls all of it back when one execution fails", function()
+    local stmt = assert(conn:prepare("insert into batch values ($1, $2)"))
+    local list = {}
+    for i = 1, 700 do list[i] = { i, "n" } end
+    list[650] = { 1, "duplicate" }
+    local res, err = stmt:execute_many(list)
+    assert.is_nil(res)
+    assert.equal("23505", err.code)
+    assert.equal(0, assert(conn:query("select count(*) as n from batch"))[1].n)
+    assert.equal("idle", conn:status())
+  end)
+
+  it("joins the caller's transaction", function()
+    local stmt = assert(conn:prepare("insert into batch values ($1, $2)"))
+    local tx = assert(conn:begin())
+    assert(stmt:execute_many({ { 1, "a" }, { 2, "b" } }))
+    assert.equal("transaction", conn:status())
+    tx:rollback()
+    assert.equal(0, assert(conn:query("select count(*) as n from batch"))[1].n)
+  end)
+
+  it("refuses a parameter list of the wrong length and sends nothing", function()
+    local stmt = assert(conn:prepare("insert into batch values ($1, $2)"))
+    local res, err = stmt:execute_many({ { 1, "a" }, { 2 } })
+    assert.is_nil(res)
+    assert.equal("config", err.kind)
+    assert.matches("entry 2 has 1", err.message)
+    assert.equal(0, assert(conn:query("select count(*) as n from batch"))[1].n)
+  end)
+
+  it("raises for a value that cannot be encoded and leaves the connection usable", function()
+    local stmt = assert(conn:prepare("insert into batch values ($1, $2)"))
+    assert.has_error(function() stmt:execute_many({ { 1, "a" }, { 2, function() end } }) end)
+    assert.equal("idle", conn:status())
+    assert.equal(1, assert(conn:query("select 1 as one"))[1].one)
+  end)
+end)

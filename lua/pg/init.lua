@@ -340,11 +340,26 @@ end
 
 -- Looks up the names of types missing from results' field lists, once per
 -- OID and connection.
+-- Field lists known to carry every type name; results of a statement run
+-- again share their field list, so the check is done once.
+local named_fields = setmetatable({}, { __mode = "k" })
+
 local function fill_type_names(self, ...)
+  local nargs = select("#", ...)
+  if nargs == 1 then
+    local res = ...
+    if type(res) ~= "table" or res.fields == nil or named_fields[res.fields] then return end
+  end
   local cache, missing, n = self._type_names, {}, 0
-  for i = 1, select("#", ...) do
+  for i = 1, nargs do
     local res = select(i, ...)
-    for _, f in ipairs(type(res) == "table" and res.fields or {}) do
+    local fields = type(res) == "table" and res.fields or {}
+    local complete = true
+    for _, f in ipairs(fields) do
+      if f.type == nil then complete = false end
+    end
+    if complete then named_fields[fields] = true end
+    for _, f in ipairs(complete and {} or fields) do
       if f.type == nil then
         local name = cache[f.oid]
         if name then
@@ -432,10 +447,10 @@ end
 
 -- Common preamble of every operation.  Returns true, or nil, err.
 local function prepare_op(self)
-  local c = self._core
-  if c:is_closed() then error("attempt to use a closed connection", 3) end
-  if #self._pending_close > 0 then close_pending(self) end
-  return sync_types(self)
+  if self._core:is_closed() then error("attempt to use a closed connection", 3) end
+  if self._pending_close[1] ~= nil then close_pending(self) end
+  if self._types_version ~= types.version() then return sync_types(self) end
+  return true
 end
 
 -- Runs sql with the simple query protocol.  Returns one result per
@@ -461,6 +476,8 @@ end
 ---------------------------------------------------------------------------
 -- prepared statements
 ---------------------------------------------------------------------------
+
+local rolled_back_error
 
 local Statement = {}
 Statement.__index = Statement
@@ -519,18 +536,109 @@ function Statement:execute(...)
   end
   local ok, err = prepare_op(conn)
   if not ok then return nil, err end
-  local args = table_pack(...)
   local encoders = conn._encoders
   if encoders and next(encoders) then
+    local args = table_pack(...)
     for i = 1, n do
       local enc = encoders[self.param_oids[i]]
       if enc and args[i] ~= nil and args[i] ~= pg.null then args[i] = enc(args[i]) end
     end
+    ok, err = conn._core:send_bind(self.rows, self.name, self.param_oids, self._column_oids,
+                                   table_unpack(args, 1, n))
+  else
+    ok, err = conn._core:send_bind(self.rows, self.name, self.param_oids, self._column_oids, ...)
   end
-  ok, err = conn._core:send_bind(self.rows, self.name, self.param_oids, self._column_oids,
-                                 table_unpack(args, 1, n))
   if not ok then return nil, err end
   return finish(conn, run(conn))
+end
+
+-- How many executions execute_many sends per round trip.  The replies to
+-- one batch must fit the socket buffers while the next is being sent.
+local BATCH_SIZE = 500
+
+-- Applies the connection's registered encoders to one parameter list.
+local function encode_list(encoders, oids, list, n)
+  local out = {}
+  for i = 1, n do
+    local v, enc = list[i], encoders[oids[i]]
+    if enc and v ~= nil and v ~= pg.null then v = enc(v) end
+    out[i] = v
+  end
+  return out
+end
+
+-- Runs the statement once for each parameter list in list, many
+-- executions per round trip.  All of them run in one transaction: the
+-- caller's, or one of their own.  Returns one result whose rows are the
+-- rows of every execution (for RETURNING) and whose affected is the sum,
+-- or nil, err after rolling back.
+function Statement:execute_many(list)
+  if self._closed then error("attempt to use a closed statement", 2) end
+  if type(list) ~= "table" then error("execute_many expects a list of parameter lists", 2) end
+  local conn, oids = self.conn, self.param_oids
+  local expected, total = #oids, #list
+  for i = 1, total do
+    local params = list[i]
+    if type(params) ~= "table" then
+      error("execute_many: entry " .. i .. " is not a table of parameters", 2)
+    end
+    local n = params.n or #params
+    if n ~= expected then
+      return nil, options.error(string.format(
+        "statement %s expects %d parameter%s, entry %d has %d", self.name, expected,
+        expected == 1 and "" or "s", i, n))
+    end
+  end
+  local result = { columns = self.columns, fields = self.fields, affected = 0,
+                   command = nil, tag = nil }
+  if total == 0 then return result end
+  local ok, err = prepare_op(conn)
+  if not ok then return nil, err end
+  local encoders = conn._encoders
+  if encoders and next(encoders) then
+    local encoded = {}
+    for i = 1, total do encoded[i] = encode_list(encoders, oids, list[i], expected) end
+    list = encoded
+  end
+
+  local own = conn._core:status() == "idle"
+  if own then
+    ok, err = conn:query("BEGIN")
+    if not ok then return nil, err end
+  end
+  local rows = 0
+  for first = 1, total, BATCH_SIZE do
+    local last = math.min(first + BATCH_SIZE - 1, total)
+    local raised
+    raised, ok, err = pcall(conn._core.send_bind_many, conn._core, self.rows, self.name, oids,
+                            self._column_oids, list, first, last)
+    if not raised then
+      -- A value that cannot be encoded: nothing of this batch was sent.
+      if own then conn:query("ROLLBACK") end
+      error(ok, 2)
+    end
+    local r = ok and table_pack(run(conn)) or { nil, err, n = 2 }
+    if r[1] == nil then
+      if own and not conn._core:is_closed() then conn:query("ROLLBACK") end
+      return nil, r[2]
+    end
+    for i = 1, r.n do
+      local res = r[i]
+      result.command, result.tag = res.command, res.tag
+      result.affected = result.affected + (res.affected or 0)
+      for j = 1, #res do
+        rows = rows + 1
+        result[rows] = res[j]
+      end
+    end
+  end
+  if own then
+    local res
+    res, err = conn:query("COMMIT")
+    if not res then return nil, err end
+    if res.command == "ROLLBACK" then return nil, rolled_back_error() end
+  end
+  return result
 end
 
 -- Closes the statement on the server.  Idempotent.
@@ -640,7 +748,7 @@ local function end_tx(tx)
   return tx.conn, "pgc_savepoint_" .. (tx.depth - 1)
 end
 
-local function rolled_back_error()
+rolled_back_error = function()
   return setmetatable({ kind = "server", code = "25P02", severity = "ERROR",
     message = "the transaction was rolled back because a statement in it failed" },
     core.error_mt)
