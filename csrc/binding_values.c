@@ -212,6 +212,56 @@ static int parse_integer(const char *p, size_t len, lua_Integer *out)
 }
 
 /*
+ * Parses a short decimal ("-12.375", "1e5") exactly: when the digits fit
+ * in 2^53 and the power of ten is at most 22, one multiplication or
+ * division of two exact doubles gives the correctly rounded value.
+ * Returns 0 with *out set, or -1 when the text is not of that kind.
+ */
+static int parse_short_decimal(const char *p, size_t len, double *out)
+{
+    static const double powers[] = {
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
+        1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22
+    };
+    const char *end = p + len;
+    uint64_t digits = 0;
+    int negative = 0, scale = 0, ndigits = 0, exp = 0, exp_negative = 0;
+    double v;
+
+    if (p < end && (*p == '-' || *p == '+'))
+        negative = *p++ == '-';
+    for (; p < end && *p >= '0' && *p <= '9'; p++, ndigits++)
+        digits = digits * 10 + (uint64_t)(*p - '0');
+    if (p < end && *p == '.') {
+        for (p++; p < end && *p >= '0' && *p <= '9'; p++, ndigits++) {
+            digits = digits * 10 + (uint64_t)(*p - '0');
+            scale--;
+        }
+    }
+    if (ndigits == 0 || ndigits > 15)
+        return -1;
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        int expdigits = 0;
+
+        p++;
+        if (p < end && (*p == '-' || *p == '+'))
+            exp_negative = *p++ == '-';
+        for (; p < end && *p >= '0' && *p <= '9' && expdigits < 4;
+             p++, expdigits++)
+            exp = exp * 10 + (*p - '0');
+        if (expdigits == 0)
+            return -1;
+        scale += exp_negative ? -exp : exp;
+    }
+    if (p != end || scale < -22 || scale > 22)
+        return -1;
+    v = (double)digits;
+    v = scale < 0 ? v / powers[-scale] : v * powers[scale];
+    *out = negative ? -v : v;
+    return 0;
+}
+
+/*
  * Pushes a number from text ("1.5", "1e+300", "NaN", "Infinity",
  * "-Infinity").  With as_float, integral text still gives a float.
  * Returns 0, or -1 when p is not a number.
@@ -220,6 +270,12 @@ static int push_number_text(lua_State *L, const char *p, size_t len,
                             int as_float)
 {
     char text[128];
+    double d;
+
+    if (as_float && parse_short_decimal(p, len, &d) == 0) {
+        lua_pushnumber(L, (lua_Number)d);
+        return 0;
+    }
 
     if (len == 3 && memcmp(p, "NaN", 3) == 0) {
         lua_pushnumber(L, (lua_Number)NAN);

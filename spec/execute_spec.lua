@@ -377,3 +377,24 @@ describe("the type registry", function()
     assert.has_error(function() pg.types.register(true, {}) end)
   end)
 end)
+
+describe("float decoding", function()
+  it("reads every float8 the server prints exactly as strtod does", function()
+    local conn = trust()
+    local res = assert(conn:query([[select x, x::text as t from (
+      select (random() * 10 ^ (floor(random() * 40) - 20))::float8 as x
+        from generate_series(1, 20000)
+      union all
+      select round((random() * 100000)::numeric, (floor(random() * 6))::int)::float8
+        from generate_series(1, 20000)
+      union all
+      select v from unnest(array['0.1', '0.3', '1e22', '1e-22', '123456789012345',
+        '5e-324', '1.7976931348623157e308', '9007199254740993']::float8[]) as v) as s]]))
+    local bad = {}
+    for _, row in ipairs(res) do
+      if row.x ~= tonumber(row.t) + 0.0 then bad[#bad + 1] = row.t end
+    end
+    assert.same({}, bad)
+    conn:close()
+  end)
+end)
