@@ -10,6 +10,8 @@
 --   roundtrip           N sequential "select $1::int" with a parameter
 --                       (pg-client: conn:execute; LuaSQL: the value inlined)
 --   roundtrip-prepared  the same through one prepared statement (pg-client)
+--   insert-batch        the same in one transaction (pg-client:
+--                       stmt:execute_many; LuaSQL: autocommit off)
 --   insert              N rows into bench_ins (pg-client: a prepared
 --                       statement; LuaSQL: one INSERT string per row)
 --
@@ -111,6 +113,15 @@ function pgclient.insert(stmt, count)
   end
 end
 
+-- The same rows through stmt:execute_many: many executions per round
+-- trip, all in one transaction.
+function pgclient.insert_batch(stmt, count)
+  local list = {}
+  for i = 1, count do list[i] = { i, "name" .. i, i * 0.5 } end
+  local res, err = stmt:execute_many(list)
+  if not res then error(tostring(err)) end
+end
+
 function pgclient.inserted(conn)
   return assert(conn:query("select count(*)::int as n from bench_ins"))[1].n
 end
@@ -167,6 +178,14 @@ function luasql.insert(con, count)
   end
 end
 
+-- The same inserts in one transaction (LuaSQL sends each on its own).
+function luasql.insert_batch(con, count)
+  assert(con:setautocommit(false))
+  luasql.insert(con, count)
+  assert(con:commit())
+  assert(con:setautocommit(true))
+end
+
 function luasql.inserted(con)
   local cur = assert(con:execute("select count(*) as n from bench_ins"))
   local n = tointeger(tonumber(cur:fetch({}, "a").n))
@@ -192,8 +211,9 @@ elseif case == "roundtrip" then
 elseif case == "roundtrip-prepared" then
   run = impl.roundtrip_prepared
   target = impl.prepare_roundtrip and impl.prepare_roundtrip(conn)
-elseif case == "insert" then
-  run, target = impl.insert, impl.prepare_insert(conn)
+elseif case == "insert" or case == "insert-batch" then
+  run = case == "insert" and impl.insert or impl.insert_batch
+  target = impl.prepare_insert(conn)
   check = function() assert(impl.inserted(conn) == n, "rows missing in bench_ins") end
 end
 if not (run and target) then error(client .. " has no case " .. case) end

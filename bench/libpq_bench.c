@@ -11,6 +11,7 @@
  *                       one text parameter
  *   roundtrip-prepared  the same through PQprepare and PQexecPrepared
  *   insert              N rows into bench_ins through PQexecPrepared
+ *   insert-batch        the same in one transaction, in pipeline mode
  *
  * The server is PGC_TEST_HOST:PGC_TEST_PORT, database pgtest, user
  * trustuser, without TLS.  Prints one line in the format of case.lua:
@@ -161,6 +162,61 @@ static void bench_insert(PGconn *conn, long n)
     }
 }
 
+/* Rows of one pipeline batch, as pg-client's execute_many sends them. */
+#define BATCH 500
+
+/* Reads the results of count queued inserts and the Sync after them. */
+static void drain_batch(PGconn *conn, long count)
+{
+    long i;
+
+    for (i = 0; i < count; i++) {
+        PGresult *res = PQgetResult(conn);
+
+        if (PQresultStatus(res) != PGRES_COMMAND_OK)
+            die(conn, "insert");
+        PQclear(res);
+        if (PQgetResult(conn) != NULL)      /* the end of this query */
+            die(conn, "insert: more results than expected");
+    }
+    {
+        PGresult *res = PQgetResult(conn);
+
+        if (PQresultStatus(res) != PGRES_PIPELINE_SYNC)
+            die(conn, "pipeline sync");
+        PQclear(res);
+    }
+}
+
+/* n rows into bench_ins in one transaction, in pipeline mode: BATCH
+ * executions of the prepared statement, then a Sync, per round trip. */
+static void bench_insert_batch(PGconn *conn, long n)
+{
+    char id[32], name[48], score[40];
+    const char *params[3] = { id, name, score };
+    long i, queued = 0;
+
+    command(conn, "begin");
+    if (!PQenterPipelineMode(conn))
+        die(conn, "pipeline mode");
+    for (i = 1; i <= n; i++) {
+        snprintf(id, sizeof id, "%ld", i);
+        snprintf(name, sizeof name, "name%ld", i);
+        snprintf(score, sizeof score, "%.17g", (double)i * 0.5);
+        if (!PQsendQueryPrepared(conn, "insert", 3, params, NULL, NULL, 0))
+            die(conn, "send insert");
+        if (++queued == BATCH || i == n) {
+            if (!PQpipelineSync(conn))
+                die(conn, "pipeline sync");
+            drain_batch(conn, queued);
+            queued = 0;
+        }
+    }
+    if (!PQexitPipelineMode(conn))
+        die(conn, "leave pipeline mode");
+    command(conn, "commit");
+}
+
 int main(int argc, char **argv)
 {
     const char *host = getenv("PGC_TEST_HOST");
@@ -188,7 +244,7 @@ int main(int argc, char **argv)
 
     if (strcmp(cs, "roundtrip-prepared") == 0)
         prepare(conn, "roundtrip", "select $1::int", 1);
-    else if (strcmp(cs, "insert") == 0) {
+    else if (strcmp(cs, "insert") == 0 || strcmp(cs, "insert-batch") == 0) {
         command(conn, "truncate bench_ins");
         prepare(conn, "insert", INSERT_SQL, 3);
     } else if (strcmp(cs, "read") != 0 && strcmp(cs, "roundtrip") != 0)
@@ -200,6 +256,8 @@ int main(int argc, char **argv)
         kept = bench_read(conn, n);
     else if (strcmp(cs, "insert") == 0)
         bench_insert(conn, n);
+    else if (strcmp(cs, "insert-batch") == 0)
+        bench_insert_batch(conn, n);
     else
         bench_roundtrip(conn, n, strcmp(cs, "roundtrip-prepared") == 0);
     seconds = now() - start;

@@ -61,6 +61,13 @@ local groups = {
       { id = "luasql", name = "LuaSQL, one INSERT each", cmd = lua_case("luasql", "insert") },
       { id = "libpq", name = "libpq C, PQexecPrepared", cmd = c_case("insert") },
     } },
+  { title = "inserts in one transaction", n = 100000, units = "rows", runs = RUNS,
+    place = "together",
+    lines = {
+      { id = "pg", name = "pg-client stmt:execute_many", cmd = lua_case("pgclient", "insert-batch") },
+      { id = "luasql", name = "LuaSQL, one INSERT each", cmd = lua_case("luasql", "insert-batch") },
+      { id = "libpq", name = "libpq C, pipeline mode", cmd = c_case("insert-batch") },
+    } },
 }
 
 -- What must hold, as pg-client's line against another line of a group.
@@ -71,7 +78,7 @@ local targets = {
   { group = 2, line = "pg", versus = "libpq", within = 1.5 },
   { group = 3, line = "pg", versus = "libpq", within = 1.1 },
   { group = 3, line = "pgp", versus = "libpqp", within = 1.1 },
-  { group = 4, line = "pg", versus = "luasql", faster = 1.5 },
+  { group = 5, line = "pg", versus = "luasql", faster = 1.5 },
 }
 
 -- The same comparisons for lines no target names, for information: the

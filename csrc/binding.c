@@ -67,6 +67,7 @@ typedef struct binding {
     /* decoding settings */
     int rows_arrays;       /* connection default: rows as arrays */
     int numeric_number;    /* numeric values as Lua numbers */
+    int c_decimal_point;   /* strtod reads '.': checked per operation */
     /* the operation in progress */
     enum op op;
     int op_rows_arrays;
@@ -896,6 +897,7 @@ static pgc_decode_env decode_env(lua_State *L, binding *b)
     env.json_idx = lua_isfunction(L, SLOT_JSON) ? SLOT_JSON : 0;
     env.custom_idx = lua_istable(L, SLOT_DECODERS) ? SLOT_DECODERS : 0;
     env.numeric_number = b->numeric_number;
+    env.c_decimal_point = b->c_decimal_point;
     env.scratch = &b->scratch;
     return env;
 }
@@ -1361,7 +1363,8 @@ static int op_begin(lua_State *L, binding *b, enum op op, int rows_idx)
         }
         luaL_error(L, "connection is not ready for a query");
     }
-    op_reset(L, b);
+    /* op_finish left the user values cleared. */
+    b->c_decimal_point = pgc_values_c_decimal_point();
     lua_newtable(L);
     lua_setiuservalue(L, 1, UV_RESULTS);
     b->op = op;

@@ -5,8 +5,10 @@
  */
 #include "binding_values.h"
 
+#include <locale.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <lauxlib.h>
@@ -163,6 +165,14 @@ void pgc_values_describe(lua_State *L, const pgc_decode_env *env,
     }
 }
 
+int pgc_values_c_decimal_point(void)
+{
+    const struct lconv *lc = localeconv();
+
+    return lc != NULL && lc->decimal_point != NULL &&
+           strcmp(lc->decimal_point, ".") == 0;
+}
+
 int pgc_values_wants_binary(uint32_t oid)
 {
     switch (oid) {
@@ -266,8 +276,8 @@ static int parse_short_decimal(const char *p, size_t len, double *out)
  * "-Infinity").  With as_float, integral text still gives a float.
  * Returns 0, or -1 when p is not a number.
  */
-static int push_number_text(lua_State *L, const char *p, size_t len,
-                            int as_float)
+static int push_number_text(lua_State *L, const pgc_decode_env *env,
+                            const char *p, size_t len, int as_float)
 {
     char text[128];
     double d;
@@ -275,6 +285,18 @@ static int push_number_text(lua_State *L, const char *p, size_t len,
     if (as_float && parse_short_decimal(p, len, &d) == 0) {
         lua_pushnumber(L, (lua_Number)d);
         return 0;
+    }
+    if (as_float && env->c_decimal_point && len > 0 && len < sizeof text &&
+        (p[0] == '-' || (p[0] >= '0' && p[0] <= '9'))) {
+        char *end;
+
+        memcpy(text, p, len);
+        text[len] = 0;
+        d = strtod(text, &end);
+        if (end == text + len) {
+            lua_pushnumber(L, (lua_Number)d);
+            return 0;
+        }
     }
 
     if (len == 3 && memcmp(p, "NaN", 3) == 0) {
@@ -476,7 +498,7 @@ static int push_text_scalar(lua_State *L, const pgc_decode_env *env,
         lua_pushinteger(L, i);
         return 0;
     case PGC_K_FLOAT:
-        if (push_number_text(L, p, len, 1) < 0)
+        if (push_number_text(L, env, p, len, 1) < 0)
             break;
         return 0;
     case PGC_K_BOOL:
@@ -490,7 +512,7 @@ static int push_text_scalar(lua_State *L, const pgc_decode_env *env,
         return 0;
     case PGC_K_NUMERIC:
         if (env->numeric_number) {
-            if (push_number_text(L, p, len, 0) < 0)
+            if (push_number_text(L, env, p, len, 0) < 0)
                 break;
             return 0;
         }

@@ -45,8 +45,12 @@ typedef struct pgc_decode_env {
     int json_idx;
     int custom_idx;
     int numeric_number;
+    int c_decimal_point;    /* the locale's decimal point is '.' */
     pgc_buf *scratch;
 } pgc_decode_env;
+
+/* Whether strtod reads '.' as the decimal point in the current locale. */
+int pgc_values_c_decimal_point(void);
 
 /* Fills in col for a column of type oid in format (0 text, 1 binary);
  * looks up custom decoders in env. */

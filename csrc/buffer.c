@@ -63,7 +63,7 @@ int pgc_buf_append(pgc_buf *b, const void *p, size_t n)
 
     if (n == 0)
         return 0;
-    w = pgc_buf_reserve(b, n);
+    w = b->cap - b->end >= n ? b->data + b->end : pgc_buf_reserve(b, n);
     if (w == NULL)
         return -1;
     memcpy(w, p, n);

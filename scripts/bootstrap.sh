@@ -25,6 +25,8 @@ PACKAGES="
     lua-cjson
     luarocks
     postgresql
+    ca-certificates
+    valgrind
 "
 
 if [ "${1:-}" = "--print-packages" ]; then
