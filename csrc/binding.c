@@ -626,6 +626,9 @@ static int native_flush(binding *b, int64_t deadline)
 static int native_io(binding *b, int64_t deadline)
 {
     pgc_buf *in = pgc_conn_raw_in(b->c);
+    /* Right after a request went out, the answer cannot be there yet:
+     * wait first instead of trying a read that would fail. */
+    int wait_first = pgc_buf_len(pgc_conn_raw_out(b->c)) > 0;
 
     if (native_flush(b, deadline) < 0)
         return -1;
@@ -637,6 +640,10 @@ static int native_io(binding *b, int64_t deadline)
         if (w == NULL) {
             pgc_conn_fail(b->c, PGC_ERR_IO, "out of memory");
             return -1;
+        }
+        if (wait_first) {
+            wait_first = 0;
+            goto wait;
         }
         n = pgc_sock_read(b->fd, w, 65536);
         if (n > 0) {
@@ -652,6 +659,7 @@ static int native_io(binding *b, int64_t deadline)
                           "the server: %s", strerror(errno));
             return -1;
         }
+wait:
         rc = pgc_sock_wait(b->fd, 0, deadline);
         if (rc == 0) {
             pgc_conn_fail(b->c, PGC_ERR_IO, "timeout waiting for the "
@@ -1122,6 +1130,23 @@ static int data_row(lua_State *L, binding *b, const pgc_msg *m)
     return 0;
 }
 
+/*
+ * Adds the current result to the operation's results: to the list in
+ * SLOT_RESULTS, or, for execute, which has one result, as the value of
+ * UV_RESULTS itself (no list is made).
+ */
+static void add_result(lua_State *L, binding *b)
+{
+    if (b->op == OP_EXECUTE) {
+        lua_pushvalue(L, SLOT_CURRENT);
+        lua_setiuservalue(L, 1, UV_RESULTS);
+        b->nresults = 1;
+        return;
+    }
+    lua_pushvalue(L, SLOT_CURRENT);
+    lua_rawseti(L, SLOT_RESULTS, ++b->nresults);
+}
+
 /* Appends the current result to the results, with its command tag. */
 static void finish_result(lua_State *L, binding *b, const char *tag,
                           size_t len)
@@ -1150,8 +1175,7 @@ static void finish_result(lua_State *L, binding *b, const char *tag,
         lua_setfield(L, SLOT_CURRENT, "affected");
     }
 
-    lua_pushvalue(L, SLOT_CURRENT);
-    lua_rawseti(L, SLOT_RESULTS, ++b->nresults);
+    add_result(L, b);
     b->has_columns = 0;
     b->ncolumns = 0;
     b->nrows = 0;
@@ -1232,8 +1256,7 @@ static int process(lua_State *L, binding *b)
             new_result(L, 0);
             lua_pushboolean(L, 1);
             lua_setfield(L, SLOT_CURRENT, "empty");
-            lua_pushvalue(L, SLOT_CURRENT);
-            lua_rawseti(L, SLOT_RESULTS, ++b->nresults);
+            add_result(L, b);
             break;
         case 'E':
             keep_error(L, "server", "server error", &m);
@@ -1334,7 +1357,7 @@ static int op_finish(lua_State *L, binding *b, int rc)
     case OP_EXECUTE:
         if (n == 0)
             return 0;
-        lua_rawgeti(L, top - 2, 1);
+        lua_pushvalue(L, top - 2);
         return 1;
     default:
         if (n > INT_MAX - 20 || !lua_checkstack(L, (int)n))
@@ -1365,8 +1388,10 @@ static int op_begin(lua_State *L, binding *b, enum op op, int rows_idx)
     }
     /* op_finish left the user values cleared. */
     b->c_decimal_point = pgc_values_c_decimal_point();
-    lua_newtable(L);
-    lua_setiuservalue(L, 1, UV_RESULTS);
+    if (op != OP_EXECUTE) {
+        lua_newtable(L);
+        lua_setiuservalue(L, 1, UV_RESULTS);
+    }
     b->op = op;
     b->op_rows_arrays = lua_isnoneornil(L, rows_idx) ? b->rows_arrays
                         : lua_toboolean(L, rows_idx);
