@@ -1705,13 +1705,10 @@ static int conn_send_close(lua_State *L)
 
 /* c:run_native() runs the queued operation over the native socket and
  * returns what it produced (see op_finish). */
-static int conn_run_native(lua_State *L)
+static int run_native(lua_State *L, binding *b)
 {
-    binding *b = check_open(L);
     int rc;
 
-    if (b->op == OP_NONE)
-        return luaL_error(L, "no operation in progress");
     for (;;) {
         rc = process(L, b);
         if (rc != PGC_WANT_READ)
@@ -1724,6 +1721,64 @@ static int conn_run_native(lua_State *L)
     if (rc == PGC_DONE && native_flush(b, 0) < 0)
         rc = PGC_FAIL;
     return op_finish(L, b, rc);
+}
+
+static int conn_run_native(lua_State *L)
+{
+    binding *b = check_open(L);
+
+    if (b->op == OP_NONE)
+        return luaL_error(L, "no operation in progress");
+    return run_native(L, b);
+}
+
+/*
+ * c:result_formats(column_oids) returns the result format codes a
+ * prepared statement asks for, as a string of 2-byte codes in host order
+ * for c:exec_prepared.
+ */
+static int conn_result_formats(lua_State *L)
+{
+    binding *b = check_open(L);
+    int ncols;
+
+    luaL_checktype(L, 2, LUA_TTABLE);
+    ncols = result_formats(L, b, 2);
+    lua_pushlstring(L, b->formats.data, (size_t)ncols * 2);
+    return 1;
+}
+
+/*
+ * c:exec_prepared(rows_arrays, name, param_oids, formats, ...) queues
+ * Bind/Describe/Execute/Sync for a prepared statement, as send_bind does
+ * with the formats from c:result_formats, and over the native socket runs
+ * it at once, returning its result (or nil, err).  For a Lua transport it
+ * returns true, and c:step() goes on.
+ */
+static int conn_exec_prepared(lua_State *L)
+{
+    binding *b = check_open(L);
+    size_t nlen, flen;
+    const char *name = check_text(L, 3, &nlen, "statement name");
+    const char *formats = luaL_checklstring(L, 5, &flen);
+    int n = lua_gettop(L) - 5, rc;
+    uint32_t *oids;
+    int16_t *fmts;
+
+    luaL_checktype(L, 4, LUA_TTABLE);
+    /* Encoding may raise: it runs before the operation starts. */
+    encode_params(L, b, 6, n, 4, &oids, &fmts);
+    if (op_begin(L, b, OP_EXECUTE, 2) < 0)
+        return op_finish(L, b, PGC_FAIL);
+    rc = append_bind_execute(b, pgc_conn_out(b->c), name, n, fmts,
+                             (int)(flen / 2),
+                             (const int16_t *)(const void *)formats, 1);
+    if (sent(b, rc) < 0)
+        return op_finish(L, b, PGC_FAIL);
+    if (b->fd < 0)
+        return (lua_pushboolean(L, 1), 1);
+    lua_settop(L, 1);
+    return run_native(L, b);
 }
 
 /* c:step() processes what was fed for a Lua transport: returns "read"
@@ -1893,6 +1948,8 @@ static const luaL_Reg conn_methods[] = {
     { "send_prepare", conn_send_prepare },
     { "send_bind", conn_send_bind },
     { "send_bind_many", conn_send_bind_many },
+    { "exec_prepared", conn_exec_prepared },
+    { "result_formats", conn_result_formats },
     { "send_close", conn_send_close },
     { "run_native", conn_run_native },
     { "step", conn_step },

@@ -536,20 +536,27 @@ function Statement:execute(...)
   end
   local ok, err = prepare_op(conn)
   if not ok then return nil, err end
+  local core, v = conn._core, types.version()
+  if self._formats_version ~= v then
+    self._formats = core:result_formats(self._column_oids)
+    self._formats_version = v
+  end
   local encoders = conn._encoders
+  local r1, r2
   if encoders and next(encoders) then
     local args = table_pack(...)
     for i = 1, n do
       local enc = encoders[self.param_oids[i]]
       if enc and args[i] ~= nil and args[i] ~= pg.null then args[i] = enc(args[i]) end
     end
-    ok, err = conn._core:send_bind(self.rows, self.name, self.param_oids, self._column_oids,
-                                   table_unpack(args, 1, n))
+    r1, r2 = core:exec_prepared(self.rows, self.name, self.param_oids, self._formats,
+                                table_unpack(args, 1, n))
   else
-    ok, err = conn._core:send_bind(self.rows, self.name, self.param_oids, self._column_oids, ...)
+    r1, r2 = core:exec_prepared(self.rows, self.name, self.param_oids, self._formats, ...)
   end
-  if not ok then return nil, err end
-  return finish(conn, run(conn))
+  if r1 == true and not conn._native then r1, r2 = drive(conn, core.step) end
+  if r1 == nil then return nil, r2 end
+  return finish(conn, r1)
 end
 
 -- How many executions execute_many sends per round trip.  The replies to
