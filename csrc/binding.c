@@ -1766,6 +1766,17 @@ static int conn_exec_prepared(lua_State *L)
     int16_t *fmts;
 
     luaL_checktype(L, 4, LUA_TTABLE);
+    if ((size_t)n != lua_rawlen(L, 4)) {
+        int expected = (int)lua_rawlen(L, 4);
+        const char *msg = lua_pushfstring(L, "statement %s expects %d "
+                                          "parameter%s, got %d", name,
+                                          expected, expected == 1 ? "" : "s",
+                                          n);
+
+        lua_pushnil(L);
+        push_error(L, "config", msg);
+        return 2;
+    }
     /* Encoding may raise: it runs before the operation starts. */
     encode_params(L, b, 6, n, 4, &oids, &fmts);
     if (op_begin(L, b, OP_EXECUTE, 2) < 0)

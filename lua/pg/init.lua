@@ -430,6 +430,7 @@ local function sync_types(self)
     end
   end
   self._encoders = encoders
+  self._has_encoders = next(encoders) ~= nil
   self._config.decoders = next(decoders) and decoders or nil
   self._core:configure(self._config)
   self._types_version = v
@@ -446,11 +447,19 @@ local function close_pending(self)
 end
 
 -- Common preamble of every operation.  Returns true, or nil, err.
+local types_state = types.state
+
 local function prepare_op(self)
   if self._core:is_closed() then error("attempt to use a closed connection", 3) end
   if self._pending_close[1] ~= nil then close_pending(self) end
-  if self._types_version ~= types.version() then return sync_types(self) end
+  if self._types_version ~= types_state.version then return sync_types(self) end
   return true
+end
+
+-- Whether an operation needs prepare_op's work first.  A closed
+-- connection is caught by the core, which raises.
+local function needs_preamble(self)
+  return self._pending_close[1] ~= nil or self._types_version ~= types_state.version
 end
 
 -- Runs sql with the simple query protocol.  Returns one result per
@@ -466,11 +475,18 @@ end
 -- Runs one statement with $1..$n parameters through the extended
 -- protocol on the unnamed statement.  Returns its result, or nil, err.
 function Connection:execute(sql, ...)
-  local ok, err = prepare_op(self)
+  if self._pending_close[1] ~= nil or self._types_version ~= types_state.version then
+    local ok, err = prepare_op(self)
+    if not ok then return nil, err end
+  end
+  local ok, err = self._core:send_execute(nil, sql, ...)
   if not ok then return nil, err end
-  ok, err = self._core:send_execute(nil, sql, ...)
-  if not ok then return nil, err end
-  return finish(self, run(self))
+  local res
+  res, err = run(self)
+  if res == nil then return nil, err end
+  local fields = res.fields
+  if fields ~= nil and not named_fields[fields] then fill_type_names(self, res) end
+  return res
 end
 
 ---------------------------------------------------------------------------
@@ -519,7 +535,7 @@ function Connection:prepare(sql, name, opts)
     params = param_fields, param_oids = desc.params, param_types = param_types,
     fields = desc.fields or {}, columns = desc.columns or {},
     column_oids = column_oids, column_types = column_types,
-    _column_oids = column_oids, _closed = false,
+    _column_oids = column_oids, _closed = false, _nparams = #desc.params,
   }, Statement)
 end
 
@@ -528,23 +544,20 @@ end
 function Statement:execute(...)
   if self._closed then error("attempt to use a closed statement", 2) end
   local conn = self.conn
-  local n, expected = select("#", ...), #self.param_oids
-  if n ~= expected then
-    return nil, options.error(string.format(
-      "statement %s expects %d parameter%s, got %d", self.name, expected,
-      expected == 1 and "" or "s", n))
+  -- The core checks the parameter count.
+  if conn._pending_close[1] ~= nil or conn._types_version ~= types_state.version then
+    local ok, err = prepare_op(conn)
+    if not ok then return nil, err end
   end
-  local ok, err = prepare_op(conn)
-  if not ok then return nil, err end
-  local core, v = conn._core, types.version()
-  if self._formats_version ~= v then
+  local core = conn._core
+  if self._formats_version ~= conn._types_version then
     self._formats = core:result_formats(self._column_oids)
-    self._formats_version = v
+    self._formats_version = conn._types_version
   end
-  local encoders = conn._encoders
   local r1, r2
-  if encoders and next(encoders) then
-    local args = table_pack(...)
+  if conn._has_encoders then
+    local args, encoders = table_pack(...), conn._encoders
+    local n = args.n
     for i = 1, n do
       local enc = encoders[self.param_oids[i]]
       if enc and args[i] ~= nil and args[i] ~= pg.null then args[i] = enc(args[i]) end
@@ -556,7 +569,9 @@ function Statement:execute(...)
   end
   if r1 == true and not conn._native then r1, r2 = drive(conn, core.step) end
   if r1 == nil then return nil, r2 end
-  return finish(conn, r1)
+  local fields = r1.fields
+  if fields ~= nil and not named_fields[fields] then fill_type_names(conn, r1) end
+  return r1
 end
 
 -- How many executions execute_many sends per round trip.  The replies to

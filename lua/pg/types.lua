@@ -22,7 +22,9 @@ local types = {}
 -- Registered entries: key (name or OID) -> { decode = fn, encode = fn }.
 local entries = {}
 -- Bumped at each change, so that connections know to resolve again.
-local version = 0
+-- Kept in a table that connections read directly on every call.
+local state = { version = 0 }
+types.state = state
 
 -- Registers decode and/or encode functions for a type given by name
 -- (string) or OID (integer).  spec may also be a decode function alone.
@@ -47,12 +49,12 @@ function types.register(key, spec)
     end
   end
   entries[key] = spec
-  version = version + 1
+  state.version = state.version + 1
 end
 
 -- The current registry version.
 function types.version()
-  return version
+  return state.version
 end
 
 -- Calls fn(key, spec) for every registered entry.
