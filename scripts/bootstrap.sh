@@ -34,6 +34,10 @@ if [ "${1:-}" = "--print-packages" ]; then
     exit 0
 fi
 
+# Further packages named on the command line are checked too (make bench
+# adds the clients it compares against).
+PACKAGES="$PACKAGES $*"
+
 # A package counts as present only when dpkg reports it fully installed:
 # a removed package whose configuration files remain is still known to
 # `dpkg -s`, with a different status line.

@@ -17,15 +17,7 @@ local function tls_login(user, overrides)
   return config
 end
 
--- Returns the error of a connection that is expected to fail.
-local function refused(config)
-  local conn, err = pg.connect(config)
-  if conn then
-    conn:close()
-    error("the connection succeeded", 2)
-  end
-  return err
-end
+local refused = H.refused
 
 describe("channel binding", function()
   it("is used by default for SCRAM over TLS", function()

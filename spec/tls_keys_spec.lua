@@ -39,15 +39,7 @@ local function context_error(map)
   return err
 end
 
--- Returns the error of a connection that is expected to fail.
-local function refused(config)
-  local conn, err = pg.connect(config)
-  if conn then
-    conn:close()
-    error("the connection succeeded", 2)
-  end
-  return err
-end
+local refused = H.refused
 
 -- A login as certuser with the context map ctx.
 local function certuser(ctx)

@@ -36,15 +36,7 @@ local function outcome(config)
   return ssl and "tls" or "plain"
 end
 
--- Returns the error of a connection that is expected to fail.
-local function refused(config)
-  local conn, err = pg.connect(config)
-  if conn then
-    conn:close()
-    error("the connection succeeded", 2)
-  end
-  return err
-end
+local refused = H.refused
 
 -- What each mode gives; "fail:<kind>" for a failure of that kind.
 local MATRIX = {

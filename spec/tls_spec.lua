@@ -29,16 +29,7 @@ local function context_error(map)
   return err
 end
 
--- Returns the error of a connection that is expected to fail; raises if
--- it succeeds.
-local function refused(config)
-  local conn, err = pg.connect(config)
-  if conn then
-    conn:close()
-    error("the connection succeeded", 2)
-  end
-  return err
-end
+local refused = H.refused
 
 -- Runs a shell command; raises if it fails.
 local function run(command)

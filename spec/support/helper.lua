@@ -203,4 +203,15 @@ function H.write_file(dir, name, text, mode)
   return path
 end
 
+-- Returns the error of a connection that is expected to fail; raises if
+-- it succeeds.
+function H.refused(config)
+  local conn, err = require("pg").connect(config)
+  if conn then
+    conn:close()
+    error("the connection succeeded", 2)
+  end
+  return err
+end
+
 return H
