@@ -62,6 +62,7 @@ typedef struct binding {
     lua_State *L;          /* the state running the current call */
     int fd;
     int64_t deadline;      /* for the startup, 0 for none */
+    lua_Number timeout;    /* seconds each later wait may take, 0: none */
     int started;           /* startup finished */
     int closed;
     /* decoding settings */
@@ -685,9 +686,10 @@ static int64_t deadline_after(lua_Number seconds)
 }
 
 /*
- * c:connect_native(host, port, connect_timeout) opens the native socket.
- * The timeout bounds the whole startup that follows.  Returns true, or
- * nil, err (kind "io").
+ * c:connect_native(host, port, connect_timeout, timeout) opens the native
+ * socket.  connect_timeout bounds the whole startup that follows; timeout
+ * bounds each wait for the server afterwards (both in seconds, 0 for
+ * none).  Returns true, or nil, err (kind "io").
  */
 static int conn_connect_native(lua_State *L)
 {
@@ -697,6 +699,7 @@ static int conn_connect_native(lua_State *L)
     char err[PGC_ERRLEN];
 
     b->deadline = deadline_after(luaL_optnumber(L, 4, 0));
+    b->timeout = luaL_optnumber(L, 5, 0);
     b->fd = pgc_sock_connect(host, port, b->deadline, err, sizeof err);
     if (b->fd < 0) {
         pgc_conn_fail(b->c, PGC_ERR_IO, "%s", err);
@@ -1713,12 +1716,12 @@ static int run_native(lua_State *L, binding *b)
         rc = process(L, b);
         if (rc != PGC_WANT_READ)
             break;
-        if (native_io(b, 0) < 0) {
+        if (native_io(b, deadline_after(b->timeout)) < 0) {
             rc = PGC_FAIL;
             break;
         }
     }
-    if (rc == PGC_DONE && native_flush(b, 0) < 0)
+    if (rc == PGC_DONE && native_flush(b, deadline_after(b->timeout)) < 0)
         rc = PGC_FAIL;
     return op_finish(L, b, rc);
 }

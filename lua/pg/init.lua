@@ -71,6 +71,7 @@ local connect_spec = {
   ssl_negotiation = checks.one_of("postgres", "direct"),
   channel_binding = checks.one_of("disable", "prefer", "require"),
   connect_timeout = checks.seconds,
+  timeout = checks.seconds,
   on_notice = checks.func,
   socket = check_socket,
   rows = checks.one_of("maps", "arrays"),
@@ -883,7 +884,7 @@ local function open(o, copts)
   local ok
   if self._native then
     local host = o.hostaddr or o.host or "localhost"
-    ok, err = c:connect_native(host, o.port or 5432, o.connect_timeout)
+    ok, err = c:connect_native(host, o.port or 5432, o.connect_timeout, o.timeout)
     if ok then ok, err = c:startup_native() end
   else
     if not (o.socket.send or o.socket.write) or not (o.socket.receive or o.socket.read) then
