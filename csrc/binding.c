@@ -46,7 +46,8 @@ enum {
     UV_FAILURE,         /* the error that ended the connection */
     UV_LAST_COLUMNS,    /* columns of the last RowDescription, for reuse */
     UV_LAST_FIELDS,     /* and its fields */
-    UV_COUNT = UV_LAST_FIELDS
+    UV_ARRAYS,          /* array type OID -> element OID, from the catalog */
+    UV_COUNT = UV_ARRAYS
 };
 
 /* What the operation in progress is. */
@@ -880,6 +881,7 @@ static int conn_tostring(lua_State *L)
 #define SLOT_DECODERS 5
 #define SLOT_JSON 6
 #define SLOT_PARAMS 7
+#define SLOT_ARRAYS 8
 
 /* Clears the state of the operation and its user values. */
 static void op_reset(lua_State *L, binding *b)
@@ -907,6 +909,7 @@ static pgc_decode_env decode_env(lua_State *L, binding *b)
 
     env.json_idx = lua_isfunction(L, SLOT_JSON) ? SLOT_JSON : 0;
     env.custom_idx = lua_istable(L, SLOT_DECODERS) ? SLOT_DECODERS : 0;
+    env.arrays_idx = lua_istable(L, SLOT_ARRAYS) ? SLOT_ARRAYS : 0;
     env.numeric_number = b->numeric_number;
     env.c_decimal_point = b->c_decimal_point;
     env.scratch = &b->scratch;
@@ -989,7 +992,7 @@ static int row_description(lua_State *L, binding *b, const pgc_msg *m)
         b->nrows = 0;
         return 0;
     }
-    lua_settop(L, SLOT_PARAMS);
+    lua_settop(L, SLOT_ARRAYS);
     pgc_buf_clear(&b->last_desc);
 
     cols = realloc(b->columns, (n > 0 ? (size_t)n : 1) * sizeof *cols);
@@ -1225,6 +1228,7 @@ static int process(lua_State *L, binding *b)
     lua_getiuservalue(L, 1, UV_DECODERS);
     lua_getiuservalue(L, 1, UV_JSON_DECODE);
     lua_getiuservalue(L, 1, UV_PARAMS);
+    lua_getiuservalue(L, 1, UV_ARRAYS);
 
     for (;;) {
         pgc_msg m;
@@ -1811,6 +1815,40 @@ static int conn_step(lua_State *L)
 }
 
 /*
+ * c:decode_text(oid, text) decodes one text-format value of type oid as
+ * results are decoded (arrays the connection learnt included).  Returns
+ * the value, or nil, message.
+ */
+static int conn_decode_text(lua_State *L)
+{
+    binding *b = check_open(L);
+    uint32_t oid = (uint32_t)luaL_checkinteger(L, 2);
+    size_t len;
+    const char *text = luaL_checklstring(L, 3, &len);
+    pgc_decode_env env;
+    pgc_column col;
+    char err[256];
+
+    lua_settop(L, 3);
+    lua_getiuservalue(L, 1, UV_DECODERS);       /* 4 */
+    lua_getiuservalue(L, 1, UV_JSON_DECODE);    /* 5 */
+    lua_getiuservalue(L, 1, UV_ARRAYS);         /* 6 */
+    env.custom_idx = lua_istable(L, 4) ? 4 : 0;
+    env.json_idx = lua_isfunction(L, 5) ? 5 : 0;
+    env.arrays_idx = lua_istable(L, 6) ? 6 : 0;
+    env.numeric_number = b->numeric_number;
+    env.c_decimal_point = pgc_values_c_decimal_point();
+    env.scratch = &b->scratch;
+    pgc_values_describe(L, &env, &col, oid, 0);
+    if (pgc_values_push(L, &env, &col, text, len, err, sizeof err) < 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        return 2;
+    }
+    return 1;
+}
+
+/*
  * c:configure{rows = "arrays"|"maps", numeric = "number"|"string",
  * json_decode = fn|nil, json_encode = fn|nil, decoders = {[oid] = fn}}
  * sets how results are decoded and JSON parameters encoded.
@@ -1831,6 +1869,8 @@ static int conn_configure(lua_State *L)
     lua_setiuservalue(L, 1, UV_JSON_ENCODE);
     lua_getfield(L, 2, "decoders");
     lua_setiuservalue(L, 1, UV_DECODERS);
+    lua_getfield(L, 2, "arrays");
+    lua_setiuservalue(L, 1, UV_ARRAYS);
     /* Column kinds depend on the decoders: describe afresh. */
     pgc_buf_clear(&b->last_desc);
     return 0;
@@ -1968,6 +2008,7 @@ static const luaL_Reg conn_methods[] = {
     { "run_native", conn_run_native },
     { "step", conn_step },
     { "configure", conn_configure },
+    { "decode_text", conn_decode_text },
     { "parameter", conn_parameter },
     { "parameters", conn_parameters },
     { "backend_pid", conn_backend_pid },

@@ -162,6 +162,25 @@ void pgc_values_describe(lua_State *L, const pgc_decode_env *env,
         col->elem = e ? e->kind : PGC_K_STRING;
         if (has_custom(L, env, t->elem))
             col->elem = PGC_K_CUSTOM;
+        return;
+    }
+    if (t == NULL && env->arrays_idx != 0) {
+        /* An array type the connection learnt from the catalog: of an
+         * enum, an extension type, a domain. */
+        lua_Integer elem;
+
+        lua_rawgeti(L, env->arrays_idx, (lua_Integer)oid);
+        elem = lua_tointeger(L, -1);
+        lua_pop(L, 1);
+        if (elem > 0) {
+            const type_info *e = find_type((uint32_t)elem);
+
+            col->kind = PGC_K_ARRAY;
+            col->elem_oid = (uint32_t)elem;
+            col->elem = e ? e->kind : PGC_K_STRING;
+            if (has_custom(L, env, (uint32_t)elem))
+                col->elem = PGC_K_CUSTOM;
+        }
     }
 }
 

@@ -44,6 +44,7 @@ typedef struct pgc_column {
 typedef struct pgc_decode_env {
     int json_idx;
     int custom_idx;
+    int arrays_idx;         /* table: array type OID -> element OID, or 0 */
     int numeric_number;
     int c_decimal_point;    /* the locale's decimal point is '.' */
     pgc_buf *scratch;

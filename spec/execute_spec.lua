@@ -247,6 +247,29 @@ describe("parameter and result types", function()
       roundtrip("select $1::text[] as v", { { { "a" } }, { { "b" } } }))
   end)
 
+  it("decodes arrays of enums, the first time and later", function()
+    assert(conn:query("create type pg_temp.tone as enum ('low', 'high')"))
+    local sql = "select array['low', 'high', null]::pg_temp.tone[] as v"
+    for _ = 1, 2 do
+      local v = roundtrip(sql)
+      assert.equal("table", type(v))
+      assert.equal(3, #v)
+      assert.equal("high", v[2])
+      assert.equal(pg.null, v[3])
+    end
+    assert.same({ { "low" }, { "high" } },
+      assert(conn:query("select array[array['low'], array['high']]::pg_temp.tone[] as v"))[1].v)
+  end)
+
+  it("decodes arrays of enums through prepared statements and positional rows", function()
+    assert(conn:query("create type pg_temp.size as enum ('s', 'm')"))
+    local stmt = assert(conn:prepare("select array['s', 'm']::pg_temp.size[] as v, 1 as n",
+                                     { rows = "arrays" }))
+    assert.same({ "s", "m" }, assert(stmt:execute())[1][1])
+    local q = assert(conn:query("select array['m']::pg_temp.size[] as v", { rows = "arrays" }))
+    assert.same({ "m" }, q[1][1])
+  end)
+
   it("decodes arrays with explicit bounds", function()
     assert.same({ 1, 2 }, roundtrip("select '[0:1]={1,2}'::int[] as v"))
   end)

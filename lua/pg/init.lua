@@ -376,16 +376,42 @@ local function fill_type_names(self, ...)
   local list = {}
   for oid in pairs(missing) do list[#list + 1] = tostring(oid) end
   local c = self._core
-  local ok = c:send_query("select oid::int8 as oid, typname from pg_type where oid in ("
+  local ok = c:send_query("select oid, typname, typelem, typcategory from pg_type where oid in ("
                           .. table.concat(list, ",") .. ")", false)
   if not ok then return end
   local res = run(self)
   if type(res) ~= "table" then return end
-  for _, row in ipairs(res) do cache[row.oid] = row.typname end
+
+  -- Array types of enums, extension types and the like are learnt here:
+  -- the core decodes them from now on, and the values already received
+  -- as text are decoded now.
+  local learnt
+  for _, row in ipairs(res) do
+    cache[row.oid] = row.typname
+    if row.typcategory == "A" and row.typelem ~= 0 then
+      self._array_types[row.oid] = row.typelem
+      learnt = learnt or {}
+      learnt[row.oid] = true
+    end
+  end
+  if learnt then
+    self._config.arrays = self._array_types
+    c:configure(self._config)
+  end
   for i = 1, select("#", ...) do
     local r = select(i, ...)
-    for _, f in ipairs(type(r) == "table" and r.fields or {}) do
+    for col, f in ipairs(type(r) == "table" and r.fields or {}) do
       if f.type == nil then f.type = cache[f.oid] end
+      if learnt and learnt[f.oid] then
+        for _, row in ipairs(r) do
+          local key = row[f.key] ~= nil and f.key or col
+          local v = row[key]
+          if type(v) == "string" then
+            local decoded = c:decode_text(f.oid, v)
+            if decoded ~= nil then row[key] = decoded end
+          end
+        end
+      end
     end
   end
 end
@@ -873,7 +899,7 @@ local function open(o, copts)
   if not c then return nil, err end
   local self = setmetatable({
     _core = c, _socket = o.socket, _native = o.socket == nil,
-    _pending_close = {}, _tx_depth = 0, _type_names = {},
+    _pending_close = {}, _tx_depth = 0, _type_names = {}, _array_types = {},
     _config = {
       rows = o.rows, numeric = o.numeric,
       json_decode = o.json ~= "text" and cjson and cjson.decode or nil,
