@@ -270,6 +270,17 @@ describe("parameter and result types", function()
     assert.same({ "m" }, q[1][1])
   end)
 
+  it("returns citext as a string and citext arrays as tables", function()
+    local admin = assert(pg.connect(H.config({ user = "postgres" })))
+    assert(admin:query("create extension if not exists citext"))
+    local res = assert(admin:execute(
+      "select 'MiXeD'::citext as v, array['a', 'B']::citext[] as a, 'x'::citext = 'X' as same"))
+    assert.equal("MiXeD", res[1].v)
+    assert.same({ "a", "B" }, res[1].a)
+    assert.is_true(res[1].same)
+    admin:close()
+  end)
+
   it("decodes arrays with explicit bounds", function()
     assert.same({ 1, 2 }, roundtrip("select '[0:1]={1,2}'::int[] as v"))
   end)
