@@ -481,14 +481,26 @@ static int append_gs2_header(const pgc_scram *s, pgc_buf *b)
     }
 }
 
+/* Whether the n bytes at p are all ASCII. */
+static int is_ascii(const char *p, size_t n)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++)
+        if ((unsigned char)p[i] >= 0x80)
+            return 0;
+    return 1;
+}
+
 /*
- * See auth.h.  The password is used byte for byte as given: SASLprep
- * (RFC 4013) is not applied.  For an ASCII password SASLprep changes
- * nothing (PostgreSQL skips it for pure ASCII too), and for a string
- * that is not valid UTF-8 PostgreSQL also uses the raw bytes.  A
- * non-ASCII password that SASLprep would alter (NFKC forms, non-ASCII
- * spaces, soft hyphens) is not normalised, so it fails against a
- * verifier made from the normalised form.
+ * See auth.h.  An ASCII password is used as it is, as PostgreSQL does.  A
+ * non-ASCII one is normalised first, as PostgreSQL normalises it with
+ * SASLprep (RFC 4013) when it makes the verifier: non-ASCII spaces become
+ * spaces and the text is composed (NFC, through the RFC 8265 rules that
+ * GnuTLS implements).  SASLprep's NFKC also folds compatibility forms
+ * (ligatures, full-width letters) and drops soft hyphens and the like;
+ * a password that depends on that differs.  A password that cannot be
+ * normalised (invalid UTF-8) is used raw, as PostgreSQL then does.
  */
 int pgc_scram_init(pgc_scram *s, const char *password, char cbind_flag,
                    const unsigned char *cbind_data, size_t cbind_len,
@@ -524,10 +536,17 @@ int pgc_scram_init(pgc_scram *s, const char *password, char cbind_flag,
     s->cbind_flag = cbind_flag;
 
     s->password_len = strlen(password);
-    s->password = malloc(s->password_len + 1);
-    if (s->password == NULL)
-        goto no_memory;
-    memcpy(s->password, password, s->password_len + 1);
+    s->password = NULL;
+    if (!is_ascii(password, s->password_len))
+        (void)pgc_crypto_normalize_password(password, s->password_len,
+                                            &s->password, &s->password_len);
+    if (s->password == NULL) {
+        s->password_len = strlen(password);
+        s->password = malloc(s->password_len + 1);
+        if (s->password == NULL)
+            goto no_memory;
+        memcpy(s->password, password, s->password_len + 1);
+    }
 
     if (cbind_flag == 'p') {
         s->cbind_data = malloc(cbind_len);

@@ -59,6 +59,28 @@ int pgc_crypto_pbkdf2_sha256(const void *password, size_t passlen,
     return 0;
 }
 
+int pgc_crypto_normalize_password(const char *in, size_t len, char **out,
+                                  size_t *outlen)
+{
+    gnutls_datum_t norm = { NULL, 0 };
+    char *copy;
+
+    if (len > 0xFFFFFFFFu ||
+        gnutls_utf8_password_normalize((const unsigned char *)in,
+                                       (unsigned)len, &norm, 0) < 0)
+        return -1;
+    copy = malloc((size_t)norm.size + 1);
+    if (copy != NULL) {
+        memcpy(copy, norm.data, norm.size);
+        copy[norm.size] = 0;
+        *outlen = norm.size;
+    }
+    memset(norm.data, 0, norm.size);
+    gnutls_free(norm.data);
+    *out = copy;
+    return copy != NULL ? 0 : -1;
+}
+
 int pgc_crypto_random(void *out, size_t len)
 {
     return gnutls_rnd(GNUTLS_RND_NONCE, out, len) < 0 ? -1 : 0;

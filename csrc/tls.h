@@ -32,6 +32,16 @@ int pgc_crypto_pbkdf2_sha256(const void *password, size_t passlen,
                              const void *salt, size_t saltlen,
                              unsigned iterations,
                              unsigned char out[PGC_SHA256_LEN]);
+/*
+ * Normalises a UTF-8 password as RFC 8265 (OpaqueString) says: non-ASCII
+ * spaces become ASCII spaces and the text is put in Unicode NFC.  Returns
+ * 0 with a malloc'd, NUL-terminated copy in *out (the caller frees it), or
+ * -1 when the text is not such a password (invalid UTF-8, disallowed
+ * code points) or memory ran out.
+ */
+int pgc_crypto_normalize_password(const char *in, size_t len, char **out,
+                                  size_t *outlen);
+
 /* Fills out with len bytes from a cryptographically secure generator. */
 int pgc_crypto_random(void *out, size_t len);
 

@@ -324,6 +324,7 @@ host    all  md5user    127.0.0.1/32 md5
 host    all  pwuser     127.0.0.1/32 password
 host    all  trustuser  127.0.0.1/32 trust
 host    all  postgres   127.0.0.1/32 trust
+host    all  scram_nfc,scram_nbsp 127.0.0.1/32 scram-sha-256
 EOF
 
     TLS_PORT=$(start_cluster tls "$sock" \
