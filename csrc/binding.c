@@ -64,6 +64,8 @@ typedef struct binding {
     int fd;
     int64_t deadline;      /* for the startup, 0 for none */
     lua_Number timeout;    /* seconds each later wait may take, 0: none */
+    int may_cancel;        /* a timed-out wait may send a CancelRequest */
+    int cancel_sent;       /* one was sent for the operation in progress */
     int started;           /* startup finished */
     int closed;
     /* decoding settings */
@@ -623,7 +625,8 @@ static int native_flush(binding *b, int64_t deadline)
 /*
  * Flushes output, then waits for and reads one chunk of input into
  * raw_in (or records end of stream).  Returns 0, or -1 with the
- * connection failed.
+ * connection failed; 1 when the wait for input timed out and
+ * b->may_cancel allows the caller to cancel instead of failing.
  */
 static int native_io(binding *b, int64_t deadline)
 {
@@ -663,9 +666,14 @@ static int native_io(binding *b, int64_t deadline)
         }
 wait:
         rc = pgc_sock_wait(b->fd, 0, deadline);
+        if (rc == 0 && b->may_cancel) {
+            /* The caller sends a CancelRequest and waits again. */
+            return 1;
+        }
         if (rc == 0) {
             pgc_conn_fail(b->c, PGC_ERR_IO, "timeout waiting for the "
-                          "server");
+                          "server%s", b->cancel_sent ? " (it did not answer "
+                          "a cancel request either)" : "");
             return -1;
         }
         if (rc < 0) {
@@ -1712,22 +1720,125 @@ static int conn_send_close(lua_State *L)
 
 /* c:run_native() runs the queued operation over the native socket and
  * returns what it produced (see op_finish). */
+/*
+ * Sends a CancelRequest for this connection's backend over a new
+ * connection: to host and port, or when host is NULL to the address the
+ * native socket is connected to.  Waits until the server has taken it
+ * (it closes that connection), so that it cannot reach a later query.
+ * Returns 0, or -1 with a message in err.
+ */
+static int send_cancel(binding *b, const char *host, int port,
+                       int64_t deadline, char *err, size_t errlen)
+{
+    pgc_buf req;
+    int fd, rc = -1;
+    char sink[64];
+
+    fd = host != NULL ? pgc_sock_connect(host, port, deadline, err, errlen)
+                      : pgc_sock_connect_peer(b->fd, deadline, err, errlen);
+    if (fd < 0)
+        return -1;
+    pgc_buf_init(&req);
+    if (pgc_enc_cancel_request(&req, pgc_conn_backend_pid(b->c),
+                               pgc_conn_backend_key(b->c)) < 0) {
+        snprintf(err, errlen, "out of memory");
+        goto done;
+    }
+    while (pgc_buf_len(&req) > 0) {
+        ssize_t n = pgc_sock_write(fd, pgc_buf_head(&req),
+                                   pgc_buf_len(&req));
+
+        if (n > 0) {
+            pgc_buf_consume(&req, (size_t)n);
+        } else if ((errno != EAGAIN && errno != EWOULDBLOCK) ||
+                   pgc_sock_wait(fd, 1, deadline) <= 0) {
+            snprintf(err, errlen, "could not send the cancel request");
+            goto done;
+        }
+    }
+    for (;;) {
+        ssize_t n = pgc_sock_read(fd, sink, sizeof sink);
+
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK))
+            break;
+        if (n < 0 && pgc_sock_wait(fd, 0, deadline) <= 0)
+            break;
+    }
+    rc = 0;
+
+done:
+    pgc_buf_free(&req);
+    pgc_sock_close(fd);
+    return rc;
+}
+
+/*
+ * Runs the queued operation over the native socket.  When a wait for
+ * the server outlasts the timeout option, a CancelRequest is sent and the
+ * server gets as long again to end the statement; its error (57014)
+ * then comes back with timeout = true, and the connection stays usable.
+ */
 static int run_native(lua_State *L, binding *b)
 {
-    int rc;
+    char err[PGC_ERRLEN];
+    int rc, io;
 
+    b->may_cancel = b->timeout > 0;
+    b->cancel_sent = 0;
     for (;;) {
         rc = process(L, b);
         if (rc != PGC_WANT_READ)
             break;
-        if (native_io(b, deadline_after(b->timeout)) < 0) {
+        io = native_io(b, deadline_after(b->timeout));
+        if (io == 1) {
+            b->may_cancel = 0;
+            b->cancel_sent = 1;
+            (void)send_cancel(b, NULL, 0, deadline_after(b->timeout), err,
+                              sizeof err);
+            continue;
+        }
+        if (io < 0) {
             rc = PGC_FAIL;
             break;
         }
     }
+    b->may_cancel = 0;
     if (rc == PGC_DONE && native_flush(b, deadline_after(b->timeout)) < 0)
         rc = PGC_FAIL;
+    if (rc == PGC_DONE && b->cancel_sent) {
+        lua_getiuservalue(L, 1, UV_ERROR);
+        if (lua_istable(L, -1)) {
+            lua_pushboolean(L, 1);
+            lua_setfield(L, -2, "timeout");
+        }
+        lua_pop(L, 1);
+    }
     return op_finish(L, b, rc);
+}
+
+/*
+ * c:cancel([host, port]) asks the server to cancel the statement this
+ * connection runs, over a new connection: to host and port when given,
+ * else to the native socket's peer.  Returns true (the server may still
+ * finish the statement), or nil, err.
+ */
+static int conn_cancel(lua_State *L)
+{
+    binding *b = check_open(L);
+    const char *host = luaL_optstring(L, 2, NULL);
+    int port = (int)luaL_optinteger(L, 3, 5432);
+    char err[PGC_ERRLEN];
+
+    if (host == NULL && b->fd < 0)
+        return luaL_error(L, "cancel needs the server's host and port on "
+                          "this transport");
+    if (send_cancel(b, host, port, deadline_after(10), err,
+                    sizeof err) < 0) {
+        lua_pushnil(L);
+        push_error(L, "io", err);
+        return 2;
+    }
+    return (lua_pushboolean(L, 1), 1);
 }
 
 static int conn_run_native(lua_State *L)
@@ -2009,6 +2120,7 @@ static const luaL_Reg conn_methods[] = {
     { "step", conn_step },
     { "configure", conn_configure },
     { "decode_text", conn_decode_text },
+    { "cancel", conn_cancel },
     { "parameter", conn_parameter },
     { "parameters", conn_parameters },
     { "backend_pid", conn_backend_pid },

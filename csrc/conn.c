@@ -285,6 +285,11 @@ int pgc_conn_backend_pid(const pgc_conn *c)
     return c->backend_pid;
 }
 
+int pgc_conn_backend_key(const pgc_conn *c)
+{
+    return c->backend_key;
+}
+
 const char *pgc_conn_parameter(const pgc_conn *c, const char *name)
 {
     size_t i;

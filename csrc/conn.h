@@ -136,6 +136,8 @@ int pgc_conn_is_closed(const pgc_conn *c);
 /* 'I' idle, 'T' in a transaction, 'E' in a failed transaction. */
 char pgc_conn_txn_status(const pgc_conn *c);
 int pgc_conn_backend_pid(const pgc_conn *c);
+/* The secret key that goes with the process ID in a CancelRequest. */
+int pgc_conn_backend_key(const pgc_conn *c);
 /* The value of a ParameterStatus, or NULL. */
 const char *pgc_conn_parameter(const pgc_conn *c, const char *name);
 /* The i-th ParameterStatus (0-based); 0, or -1 past the end. */

@@ -114,6 +114,18 @@ int pgc_enc_ssl_request(pgc_buf *out)
     return 0;
 }
 
+int pgc_enc_cancel_request(pgc_buf *out, int32_t pid, int32_t key)
+{
+    size_t at = pgc_msg_begin(out, 0);
+
+    if (at == (size_t)-1 ||
+        pgc_buf_append_i32(out, PGC_CANCEL_REQUEST_CODE) < 0 ||
+        pgc_buf_append_i32(out, pid) < 0 || pgc_buf_append_i32(out, key) < 0)
+        return -1;
+    pgc_msg_end(out, at);
+    return 0;
+}
+
 int pgc_enc_startup(pgc_buf *out, const char *const *kv, size_t n)
 {
     size_t at = pgc_msg_begin(out, 0);

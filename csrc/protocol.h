@@ -16,6 +16,7 @@
 
 #define PGC_PROTOCOL_VERSION 196608     /* 3.0 */
 #define PGC_SSL_REQUEST_CODE 80877103
+#define PGC_CANCEL_REQUEST_CODE 80877102
 
 /*
  * Messages that may legitimately be long (rows, row descriptions, errors,
@@ -77,6 +78,8 @@ int pgc_enc_sasl_response(pgc_buf *out, const char *data, size_t len);
 int pgc_enc_query(pgc_buf *out, const char *sql, size_t len);
 int pgc_enc_copy_fail(pgc_buf *out, const char *reason);
 int pgc_enc_terminate(pgc_buf *out);
+/* CancelRequest for the backend with this process ID and secret key. */
+int pgc_enc_cancel_request(pgc_buf *out, int32_t pid, int32_t key);
 
 /* Extended query protocol.  Names and SQL must not contain NUL bytes. */
 int pgc_enc_parse(pgc_buf *out, const char *name, const char *sql,

@@ -179,6 +179,26 @@ int pgc_sock_connect(const char *host, int port, int64_t deadline,
     return fd;
 }
 
+int pgc_sock_connect_peer(int fd, int64_t deadline, char *err,
+                          size_t errlen)
+{
+    struct sockaddr_storage addr;
+    socklen_t len = sizeof addr;
+    int peer;
+
+    if (getpeername(fd, (struct sockaddr *)&addr, &len) < 0) {
+        snprintf(err, errlen, "cannot find the server's address: %s",
+                 strerror(errno));
+        return -1;
+    }
+    peer = connect_one(addr.ss_family, (struct sockaddr *)&addr, len,
+                       deadline);
+    if (peer < 0)
+        snprintf(err, errlen, "could not connect to the server again: %s",
+                 strerror(errno));
+    return peer;
+}
+
 ssize_t pgc_sock_read(int fd, void *p, size_t n)
 {
     ssize_t rc;

@@ -24,6 +24,13 @@ int pgc_sock_connect(const char *host, int port, int64_t deadline,
                      char *err, size_t errlen);
 
 /*
+ * Opens a new connection to the address fd is connected to (for a
+ * CancelRequest).  Returns the descriptor, or -1 with a message in err.
+ */
+int pgc_sock_connect_peer(int fd, int64_t deadline, char *err,
+                          size_t errlen);
+
+/*
  * Waits until fd is readable (for_write 0) or writable (1).  Returns 1
  * when ready, 0 at the deadline, -1 on error (errno set).
  */

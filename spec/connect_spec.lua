@@ -397,21 +397,80 @@ describe("pg.connect", function()
 end)
 
 describe("the timeout option", function()
-  it("ends a query that waits longer than timeout with an io error", function()
+  it("cancels a statement that runs longer than timeout and keeps the connection", function()
     local conn = assert(pg.connect(H.config { user = "trustuser", timeout = 0.3 }))
     local started = require("socket").gettime()
-    local res, err = conn:query("select pg_sleep(3)")
+    local res, err = conn:query("select pg_sleep(5)")
     local took = require("socket").gettime() - started
     assert.is_nil(res)
-    assert.equal("io", err.kind)
-    assert.matches("timeout", err.message)
+    assert.equal("server", err.kind)
+    assert.equal("57014", err.code)
+    assert.is_true(err.timeout)
     assert.is_true(took < 2, "took " .. took .. " s")
-    assert.equal("failed", conn:status())
+    assert.equal(1, assert(conn:query("select 1 as one"))[1].one)
     conn:close()
   end)
 
   it("lets queries that answer in time run", function()
     local conn = assert(pg.connect(H.config { user = "trustuser", timeout = 5 }))
+    assert.equal(1, assert(conn:query("select 1 as one"))[1].one)
+    conn:close()
+  end)
+
+  it("fails the connection when the server does not answer the cancel either", function()
+    local hostile = require "support.hostile"
+    local srv = hostile.start "ready-then-stall"
+    finally(srv.stop)
+    local conn = assert(pg.connect {
+      host = "127.0.0.1", port = srv.port, user = "u", database = "d", env = false,
+      timeout = 0.2,
+    })
+    local started = require("socket").gettime()
+    local res, err = conn:query("select 1")
+    local took = require("socket").gettime() - started
+    assert.is_nil(res)
+    assert.equal("io", err.kind)
+    assert.matches("cancel request", err.message)
+    assert.is_true(took < 2, "took " .. took .. " s")
+    assert.equal("failed", conn:status())
+    conn:close()
+  end)
+end)
+
+describe("conn:cancel", function()
+  it("cancels the statement of a connection over a caller's transport", function()
+    local socket = require "socket"
+    local sock = socket.tcp()
+    sock:settimeout(5)
+    assert(sock:connect(H.env.host, H.env.port))
+    local conn = assert(pg.connect(H.config { user = "trustuser", socket = sock }))
+    -- The transport runs the cancel from inside the query's own wait.
+    local receive, cancelled = sock.receive, false
+    local wrapper = setmetatable({}, { __index = function(_, k)
+      local v = sock[k]
+      if type(v) == "function" then return function(_, ...) return v(sock, ...) end end
+      return v
+    end })
+    wrapper.receive = function(_, n)
+      if not cancelled then
+        cancelled = true
+        socket.sleep(0.2)
+        assert(conn:cancel())
+      end
+      return receive(sock, n)
+    end
+    conn._socket = wrapper
+    local res, err = conn:query("select pg_sleep(5)")
+    assert.is_nil(res)
+    assert.equal("57014", err.code)
+    conn._socket = sock
+    assert.equal(1, assert(conn:query("select 1 as one"))[1].one)
+    conn:close()
+  end)
+
+  it("returns true on a native connection that runs nothing", function()
+    local conn = assert(pg.connect(H.config { user = "trustuser" }))
+    assert.is_true(conn:cancel())
     assert.equal(1, assert(conn:query("select 1 as one"))[1].one)
     conn:close()
   end)

@@ -868,6 +868,16 @@ function Connection:transaction(fn, opts)
   return table_unpack(r, 2, r.n)
 end
 
+-- Asks the server to cancel the statement running on this connection
+-- (from another coroutine, for a connection over a caller's transport).
+-- Returns true, or nil, err; the statement's own call then returns the
+-- server's error 57014, unless the statement finished first.
+function Connection:cancel()
+  local core = self._core
+  if self._native then return core:cancel() end
+  return core:cancel(self._cancel_host, self._cancel_port)
+end
+
 function Connection:parameter(name) return self._core:parameter(name) end
 function Connection:parameters() return self._core:parameters() end
 function Connection:backend_pid() return self._core:backend_pid() end
@@ -900,6 +910,7 @@ local function open(o, copts)
   local self = setmetatable({
     _core = c, _socket = o.socket, _native = o.socket == nil,
     _pending_close = {}, _tx_depth = 0, _type_names = {}, _array_types = {},
+    _cancel_host = o.hostaddr or o.host or "localhost", _cancel_port = o.port or 5432,
     _config = {
       rows = o.rows, numeric = o.numeric,
       json_decode = o.json ~= "text" and cjson and cjson.decode or nil,

@@ -321,6 +321,16 @@ scenarios["startup-truncated-then-close"] = function(client)
   close_gently(client)
 end
 
+-- Completes a plain startup (AuthenticationOk, BackendKeyData,
+-- ReadyForQuery), then reads the query and never answers it.  A cancel
+-- request, on a second connection, waits in the listen queue unanswered.
+scenarios["ready-then-stall"] = function(client)
+  assert(read_startup(client), "no StartupMessage")
+  assert(send_all(client, message("R", string_pack(">i4", 0))
+    .. message("K", string_pack(">i4>i4", 4242, 99)) .. message("Z", "I")))
+  drain(client, LINGER)
+end
+
 ---------------------------------------------------------------------------
 -- main
 ---------------------------------------------------------------------------
