@@ -64,7 +64,8 @@ local groups = {
   { title = "inserts in one transaction", n = 100000, units = "rows", runs = RUNS,
     place = "together",
     lines = {
-      { id = "pg", name = "pg-client stmt:execute_many", cmd = lua_case("pgclient", "insert-batch") },
+      { id = "pg", name = "pg-client stmt:execute_many",
+        cmd = lua_case("pgclient", "insert-batch") },
       { id = "luasql", name = "LuaSQL, one INSERT each", cmd = lua_case("luasql", "insert-batch") },
       { id = "libpq", name = "libpq C, pipeline mode", cmd = c_case("insert-batch") },
     } },
