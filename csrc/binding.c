@@ -47,7 +47,11 @@ enum {
     UV_LAST_COLUMNS,    /* columns of the last RowDescription, for reuse */
     UV_LAST_FIELDS,     /* and its fields */
     UV_ARRAYS,          /* array type OID -> element OID, from the catalog */
-    UV_COUNT = UV_ARRAYS
+    UV_FIELDS,          /* the fields of the result being filled */
+    UV_LAST_MT,         /* metatable of the last result shape, for reuse */
+    UV_EMPTY_COLUMNS,   /* columns of results without rows (INSERT, ...) */
+    UV_EMPTY_FIELDS,    /* and their fields */
+    UV_COUNT = UV_EMPTY_FIELDS
 };
 
 /* What the operation in progress is. */
@@ -83,6 +87,12 @@ typedef struct binding {
     int copy_out;
     pgc_buf scratch;       /* decoding and Bind encoding */
     pgc_buf last_desc;     /* body of the last RowDescription */
+    unsigned long desc_gen;      /* counts column descriptions made */
+    unsigned long cur_gen;       /* the current result's; 0: no columns */
+    unsigned long last_desc_gen; /* that of UV_LAST_COLUMNS/FIELDS */
+    unsigned long shape_gen;     /* that of UV_LAST_MT */
+    int shape_valid;
+    pgc_buf shape_tag;     /* the command tag of UV_LAST_MT */
     pgc_buf formats;       /* result format codes for Bind */
     pgc_buf batch;         /* the messages of a batch being encoded */
     pgc_buf bind;          /* parameter values being encoded */
@@ -852,6 +862,7 @@ static int conn_gc(lua_State *L)
     pgc_buf_free(&b->scratch);
     pgc_buf_free(&b->bind);
     pgc_buf_free(&b->last_desc);
+    pgc_buf_free(&b->shape_tag);
     pgc_buf_free(&b->formats);
     pgc_buf_free(&b->batch);
     b->L = NULL;
@@ -890,6 +901,7 @@ static int conn_tostring(lua_State *L)
 #define SLOT_JSON 6
 #define SLOT_PARAMS 7
 #define SLOT_ARRAYS 8
+#define SLOT_FIELDS 9
 
 /* Clears the state of the operation and its user values. */
 static void op_reset(lua_State *L, binding *b)
@@ -908,6 +920,8 @@ static void op_reset(lua_State *L, binding *b)
     }
     lua_pushnil(L);
     lua_setiuservalue(L, 1, UV_PARAMS);
+    lua_pushnil(L);
+    lua_setiuservalue(L, 1, UV_FIELDS);
 }
 
 /* The decoding environment for the slots of process(). */
@@ -924,19 +938,51 @@ static pgc_decode_env decode_env(lua_State *L, binding *b)
     return env;
 }
 
-/* Starts a new result table with its columns table in the slots. */
-static void new_result(lua_State *L, int ncolumns)
+/* Puts the table at the top in a stack slot and its user value. */
+static void set_slot(lua_State *L, int slot, int uv)
 {
-    lua_createtable(L, 0, 5);   /* columns, fields, command, tag, affected */
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, 1, uv);
+    lua_replace(L, slot);
+}
+
+/*
+ * Starts a new result: an empty rows table, and new columns and fields
+ * tables for ncolumns columns, in their slots.  The result's metadata is
+ * attached when its CommandComplete arrives (set_shape).
+ */
+static void new_result(lua_State *L, binding *b, int ncolumns)
+{
+    lua_createtable(L, 0, 0);
+    set_slot(L, SLOT_CURRENT, UV_CURRENT);
     lua_createtable(L, ncolumns, 0);
-    lua_pushvalue(L, -1);
-    lua_setfield(L, -3, "columns");
-    lua_pushvalue(L, -1);
-    lua_setiuservalue(L, 1, UV_COLUMNS);
-    lua_replace(L, SLOT_COLUMNS);
-    lua_pushvalue(L, -1);
-    lua_setiuservalue(L, 1, UV_CURRENT);
-    lua_replace(L, SLOT_CURRENT);
+    set_slot(L, SLOT_COLUMNS, UV_COLUMNS);
+    lua_createtable(L, ncolumns, 0);
+    set_slot(L, SLOT_FIELDS, UV_FIELDS);
+    b->cur_gen = ++b->desc_gen;
+}
+
+/* Starts a result that has no columns (INSERT, CREATE, ...): its empty
+ * columns and fields tables are the same for all such results. */
+static void new_result_without_columns(lua_State *L, binding *b)
+{
+    lua_createtable(L, 0, 0);
+    set_slot(L, SLOT_CURRENT, UV_CURRENT);
+    if (lua_getiuservalue(L, 1, UV_EMPTY_COLUMNS) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, -1);
+        lua_setiuservalue(L, 1, UV_EMPTY_COLUMNS);
+    }
+    set_slot(L, SLOT_COLUMNS, UV_COLUMNS);
+    if (lua_getiuservalue(L, 1, UV_EMPTY_FIELDS) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, -1);
+        lua_setiuservalue(L, 1, UV_EMPTY_FIELDS);
+    }
+    set_slot(L, SLOT_FIELDS, UV_FIELDS);
+    b->cur_gen = 0;
 }
 
 /*
@@ -971,7 +1017,7 @@ static int row_description(lua_State *L, binding *b, const pgc_msg *m)
     pgc_decode_env env = decode_env(L, b);
     pgc_reader r;
     pgc_column *cols;
-    int n, i, fields;
+    int n, i;
 
     pgc_reader_init(&r, m->body, m->len);
     n = pgc_read_i16(&r);
@@ -984,23 +1030,17 @@ static int row_description(lua_State *L, binding *b, const pgc_msg *m)
         memcmp(pgc_buf_head(&b->last_desc), m->body, m->len) == 0 &&
         lua_getiuservalue(L, 1, UV_LAST_COLUMNS) == LUA_TTABLE &&
         lua_getiuservalue(L, 1, UV_LAST_FIELDS) == LUA_TTABLE) {
-        lua_createtable(L, 0, 5);
-        lua_insert(L, -3);
-        lua_setfield(L, -3, "fields");
-        lua_pushvalue(L, -1);
-        lua_setiuservalue(L, 1, UV_COLUMNS);
-        lua_pushvalue(L, -1);
-        lua_replace(L, SLOT_COLUMNS);
-        lua_setfield(L, -2, "columns");
-        lua_pushvalue(L, -1);
-        lua_setiuservalue(L, 1, UV_CURRENT);
-        lua_replace(L, SLOT_CURRENT);
+        set_slot(L, SLOT_FIELDS, UV_FIELDS);
+        set_slot(L, SLOT_COLUMNS, UV_COLUMNS);
+        lua_createtable(L, 0, 0);
+        set_slot(L, SLOT_CURRENT, UV_CURRENT);
+        b->cur_gen = b->last_desc_gen;
         b->ncolumns = n;
         b->has_columns = 1;
         b->nrows = 0;
         return 0;
     }
-    lua_settop(L, SLOT_ARRAYS);
+    lua_settop(L, SLOT_FIELDS);
     pgc_buf_clear(&b->last_desc);
 
     cols = realloc(b->columns, (n > 0 ? (size_t)n : 1) * sizeof *cols);
@@ -1008,9 +1048,7 @@ static int row_description(lua_State *L, binding *b, const pgc_msg *m)
         return luaL_error(L, "out of memory");
     b->columns = cols;
 
-    new_result(L, n);
-    lua_createtable(L, n, 0);
-    fields = lua_gettop(L);
+    new_result(L, b, n);
     for (i = 0; i < n; i++) {
         size_t len;
         const char *name = pgc_read_cstr(&r, &len);
@@ -1051,14 +1089,14 @@ static int row_description(lua_State *L, binding *b, const pgc_msg *m)
         }
         lua_pushstring(L, format ? "binary" : "text");
         lua_setfield(L, -2, "format");
-        lua_rawseti(L, fields, i + 1);
+        lua_rawseti(L, SLOT_FIELDS, i + 1);
         lua_rawseti(L, SLOT_COLUMNS, i + 1);
     }
-    lua_pushvalue(L, -1);
+    lua_pushvalue(L, SLOT_FIELDS);
     lua_setiuservalue(L, 1, UV_LAST_FIELDS);
-    lua_setfield(L, SLOT_CURRENT, "fields");
     lua_pushvalue(L, SLOT_COLUMNS);
     lua_setiuservalue(L, 1, UV_LAST_COLUMNS);
+    b->last_desc_gen = b->cur_gen;
     if (pgc_buf_append(&b->last_desc, m->body, m->len) < 0)
         pgc_buf_clear(&b->last_desc);
     b->ncolumns = n;
@@ -1161,34 +1199,79 @@ static void add_result(lua_State *L, binding *b)
     lua_rawseti(L, SLOT_RESULTS, ++b->nresults);
 }
 
-/* Appends the current result to the results, with its command tag. */
+/*
+ * Attaches the current result's metadata through its metatable: a table
+ * holding columns, fields, command, tag and affected (or empty = true),
+ * shared by the results of one shape, that is of the same column
+ * description and command tag, so that a statement run again costs no
+ * new metadata.
+ */
+static void set_shape(lua_State *L, binding *b, const char *tag, size_t len,
+                      int empty)
+{
+    const char *space, *last;
+
+    if (!empty && b->shape_valid && b->shape_gen == b->cur_gen &&
+        pgc_buf_len(&b->shape_tag) == len &&
+        memcmp(pgc_buf_head(&b->shape_tag), tag, len) == 0) {
+        if (lua_getiuservalue(L, 1, UV_LAST_MT) == LUA_TTABLE) {
+            lua_setmetatable(L, SLOT_CURRENT);
+            return;
+        }
+        lua_pop(L, 1);
+    }
+
+    lua_createtable(L, 0, 2);               /* the metatable */
+    lua_createtable(L, 0, 5);               /* what it serves */
+    lua_pushvalue(L, SLOT_COLUMNS);
+    lua_setfield(L, -2, "columns");
+    lua_pushvalue(L, SLOT_FIELDS);
+    lua_setfield(L, -2, "fields");
+    if (empty) {
+        lua_pushboolean(L, 1);
+        lua_setfield(L, -2, "empty");
+    } else {
+        space = memchr(tag, ' ', len);
+        lua_pushlstring(L, tag, space ? (size_t)(space - tag) : len);
+        lua_setfield(L, -2, "command");
+        lua_pushlstring(L, tag, len);
+        lua_setfield(L, -2, "tag");
+
+        /* The row count is the last word when it is a number. */
+        last = tag + len;
+        while (last > tag && last[-1] >= '0' && last[-1] <= '9')
+            last--;
+        if (last < tag + len && last > tag && last[-1] == ' ') {
+            lua_Integer count = 0;
+            const char *d;
+
+            for (d = last; d < tag + len && count < LUA_MAXINTEGER / 10; d++)
+                count = count * 10 + (*d - '0');
+            lua_pushinteger(L, count);
+            lua_setfield(L, -2, "affected");
+        }
+    }
+    lua_setfield(L, -2, "__index");
+    lua_pushliteral(L, "pg.result");
+    lua_setfield(L, -2, "__name");
+    if (!empty) {
+        lua_pushvalue(L, -1);
+        lua_setiuservalue(L, 1, UV_LAST_MT);
+        pgc_buf_clear(&b->shape_tag);
+        b->shape_valid = pgc_buf_append(&b->shape_tag, tag, len) == 0;
+        b->shape_gen = b->cur_gen;
+    }
+    lua_setmetatable(L, SLOT_CURRENT);
+}
+
+/* Ends the current result at its CommandComplete and adds it to the
+ * results. */
 static void finish_result(lua_State *L, binding *b, const char *tag,
                           size_t len)
 {
-    const char *space = memchr(tag, ' ', len);
-    const char *last;
-
     if (!b->has_columns)
-        new_result(L, 0);
-    lua_pushlstring(L, tag, space ? (size_t)(space - tag) : len);
-    lua_setfield(L, SLOT_CURRENT, "command");
-    lua_pushlstring(L, tag, len);
-    lua_setfield(L, SLOT_CURRENT, "tag");
-
-    /* The row count is the last word when it is a number. */
-    last = tag + len;
-    while (last > tag && last[-1] >= '0' && last[-1] <= '9')
-        last--;
-    if (last < tag + len && last > tag && last[-1] == ' ') {
-        lua_Integer count = 0;
-        const char *d;
-
-        for (d = last; d < tag + len && count < LUA_MAXINTEGER / 10; d++)
-            count = count * 10 + (*d - '0');
-        lua_pushinteger(L, count);
-        lua_setfield(L, SLOT_CURRENT, "affected");
-    }
-
+        new_result_without_columns(L, b);
+    set_shape(L, b, tag, len, 0);
     add_result(L, b);
     b->has_columns = 0;
     b->ncolumns = 0;
@@ -1237,6 +1320,7 @@ static int process(lua_State *L, binding *b)
     lua_getiuservalue(L, 1, UV_JSON_DECODE);
     lua_getiuservalue(L, 1, UV_PARAMS);
     lua_getiuservalue(L, 1, UV_ARRAYS);
+    lua_getiuservalue(L, 1, UV_FIELDS);
 
     for (;;) {
         pgc_msg m;
@@ -1260,17 +1344,14 @@ static int process(lua_State *L, binding *b)
             finish_result(L, b, m.body, m.len ? strnlen(m.body, m.len) : 0);
             break;
         case 'n':
-            if (b->op == OP_PREPARE)
-                new_result(L, 0);
             break;
         case 't':
             if (parameter_description(L, &m) < 0)
                 goto malformed;
             break;
         case 'I':
-            new_result(L, 0);
-            lua_pushboolean(L, 1);
-            lua_setfield(L, SLOT_CURRENT, "empty");
+            new_result(L, b, 0);
+            set_shape(L, b, "", 0, 1);
             add_result(L, b);
             break;
         case 'E':
@@ -1325,10 +1406,11 @@ static int op_finish(lua_State *L, binding *b, int rc)
     int top;
 
     lua_settop(L, 1);
-    lua_getiuservalue(L, 1, UV_ERROR);
-    lua_getiuservalue(L, 1, UV_RESULTS);
-    lua_getiuservalue(L, 1, UV_CURRENT);
-    lua_getiuservalue(L, 1, UV_PARAMS);
+    lua_getiuservalue(L, 1, UV_ERROR);          /* top - 4 */
+    lua_getiuservalue(L, 1, UV_RESULTS);        /* top - 3 */
+    lua_getiuservalue(L, 1, UV_COLUMNS);        /* top - 2 */
+    lua_getiuservalue(L, 1, UV_FIELDS);         /* top - 1 */
+    lua_getiuservalue(L, 1, UV_PARAMS);         /* top */
     top = lua_gettop(L);
     op_reset(L, b);
 
@@ -1341,8 +1423,8 @@ static int op_finish(lua_State *L, binding *b, int rc)
         lua_getiuservalue(L, 1, UV_FAILURE);
         if (lua_isnil(L, -1)) {
             lua_pop(L, 1);
-            if (!lua_isnil(L, top - 3))
-                lua_pushvalue(L, top - 3);
+            if (!lua_isnil(L, top - 4))
+                lua_pushvalue(L, top - 4);
             else
                 push_conn_error(L, b);
             lua_pushvalue(L, -1);
@@ -1350,35 +1432,40 @@ static int op_finish(lua_State *L, binding *b, int rc)
         }
         return 2;
     }
-    if (!lua_isnil(L, top - 3)) {
+    if (!lua_isnil(L, top - 4)) {
         lua_pushnil(L);
-        lua_pushvalue(L, top - 3);
+        lua_pushvalue(L, top - 4);
         return 2;
     }
 
     switch (op) {
-    case OP_PREPARE:
-        if (!lua_istable(L, top - 1))
-            new_result(L, 0);
-        lua_pushvalue(L, top - 1);
-        if (lua_isnil(L, top))
-            lua_newtable(L);
-        else
-            lua_pushvalue(L, top);
-        lua_setfield(L, -2, "params");
+    case OP_PREPARE: {
+        /* The statement's description: a plain table. */
+        int slot;
+
+        lua_createtable(L, 0, 3);
+        for (slot = top - 2; slot <= top; slot++) {
+            if (lua_istable(L, slot))
+                lua_pushvalue(L, slot);
+            else
+                lua_newtable(L);
+            lua_setfield(L, -2, slot == top - 2 ? "columns"
+                                : slot == top - 1 ? "fields" : "params");
+        }
         return 1;
+    }
     case OP_CLOSE:
         return (lua_pushboolean(L, 1), 1);
     case OP_EXECUTE:
         if (n == 0)
             return 0;
-        lua_pushvalue(L, top - 2);
+        lua_pushvalue(L, top - 3);
         return 1;
     default:
         if (n > INT_MAX - 20 || !lua_checkstack(L, (int)n))
             return luaL_error(L, "too many results");
         for (i = 1; i <= n; i++)
-            lua_rawgeti(L, top - 2, i);
+            lua_rawgeti(L, top - 3, i);
         return (int)n;
     }
 }
