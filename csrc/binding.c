@@ -75,7 +75,7 @@ typedef struct binding {
     /* decoding settings */
     int rows_arrays;       /* connection default: rows as arrays */
     int numeric_number;    /* numeric values as Lua numbers */
-    int c_decimal_point;   /* strtod reads '.': checked per operation */
+    int c_decimal_point;   /* strtod reads '.': checked per description */
     /* the operation in progress */
     enum op op;
     int op_rows_arrays;
@@ -1048,6 +1048,10 @@ static int row_description(lua_State *L, binding *b, const pgc_msg *m)
         return luaL_error(L, "out of memory");
     b->columns = cols;
 
+    /* Results of this description are decoded under the locale of now.
+     * (A stale "yes" is harmless: strtod then stops early and the value
+     * goes through Lua's own reader.) */
+    b->c_decimal_point = pgc_values_c_decimal_point();
     new_result(L, b, n);
     for (i = 0; i < n; i++) {
         size_t len;
@@ -1489,7 +1493,6 @@ static int op_begin(lua_State *L, binding *b, enum op op, int rows_idx)
         luaL_error(L, "connection is not ready for a query");
     }
     /* op_finish left the user values cleared. */
-    b->c_decimal_point = pgc_values_c_decimal_point();
     if (op != OP_EXECUTE) {
         lua_newtable(L);
         lua_setiuservalue(L, 1, UV_RESULTS);
@@ -1696,35 +1699,6 @@ static int conn_send_prepare(lua_State *L)
     out = pgc_conn_out(b->c);
     if (pgc_enc_parse(out, name, sql, len, 0, NULL) < 0 ||
         pgc_enc_describe(out, 'S', name) < 0 || pgc_enc_sync(out) < 0)
-        return queued_result(L, b, sent(b, -1));
-    return queued_result(L, b, sent(b, 0));
-}
-
-/*
- * c:send_bind(rows_arrays, name, param_oids, column_oids, ...) queues
- * Bind/Describe/Execute/Sync for a prepared statement: parameters are
- * encoded for the types the server described, and results of the types
- * this client decodes in binary are asked for in binary.
- */
-static int conn_send_bind(lua_State *L)
-{
-    binding *b = check_open(L);
-    size_t nlen;
-    const char *name = check_text(L, 3, &nlen, "statement name");
-    int n = lua_gettop(L) - 5, ncols;
-    uint32_t *oids;
-    int16_t *fmts;
-
-    luaL_checktype(L, 4, LUA_TTABLE);
-    luaL_checktype(L, 5, LUA_TTABLE);
-    /* Encoding may raise: it runs before the operation starts. */
-    encode_params(L, b, 6, n, 4, &oids, &fmts);
-    ncols = result_formats(L, b, 5);
-    if (op_begin(L, b, OP_EXECUTE, 2) < 0)
-        return op_finish(L, b, PGC_FAIL);
-    if (append_bind_execute(b, pgc_conn_out(b->c), name, n, fmts, ncols,
-                            (const int16_t *)(void *)b->formats.data,
-                            1) < 0)
         return queued_result(L, b, sent(b, -1));
     return queued_result(L, b, sent(b, 0));
 }
@@ -1955,8 +1929,8 @@ static int conn_result_formats(lua_State *L)
 
 /*
  * c:exec_prepared(rows_arrays, name, param_oids, formats, ...) queues
- * Bind/Describe/Execute/Sync for a prepared statement, as send_bind does
- * with the formats from c:result_formats, and over the native socket runs
+ * Bind/Describe/Execute/Sync for a prepared statement, asking for results
+ * in the formats from c:result_formats, and over the native socket runs
  * it at once, returning its result (or nil, err).  For a Lua transport it
  * returns true, and c:step() goes on.
  */
@@ -2198,7 +2172,6 @@ static const luaL_Reg conn_methods[] = {
     { "send_query", conn_send_query },
     { "send_execute", conn_send_execute },
     { "send_prepare", conn_send_prepare },
-    { "send_bind", conn_send_bind },
     { "send_bind_many", conn_send_bind_many },
     { "exec_prepared", conn_exec_prepared },
     { "result_formats", conn_result_formats },

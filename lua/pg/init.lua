@@ -416,6 +416,14 @@ local function fill_type_names(self, ...)
   end
 end
 
+-- Returns res, a single result, with type names filled in; cheap when its
+-- field list was complete already.
+local function with_type_names(self, res)
+  local fields = res.fields
+  if fields ~= nil and not named_fields[fields] then fill_type_names(self, res) end
+  return res
+end
+
 -- Returns the results of an operation, with type names filled in.
 local function finish(self, ...)
   if ... == nil then return ... end
@@ -483,12 +491,6 @@ local function prepare_op(self)
   return true
 end
 
--- Whether an operation needs prepare_op's work first.  A closed
--- connection is caught by the core, which raises.
-local function needs_preamble(self)
-  return self._pending_close[1] ~= nil or self._types_version ~= types_state.version
-end
-
 -- Runs sql with the simple query protocol.  Returns one result per
 -- statement, or nil, err.  opts.rows = "arrays" gives positional rows.
 function Connection:query(sql, opts)
@@ -511,9 +513,7 @@ function Connection:execute(sql, ...)
   local res
   res, err = run(self)
   if res == nil then return nil, err end
-  local fields = res.fields
-  if fields ~= nil and not named_fields[fields] then fill_type_names(self, res) end
-  return res
+  return with_type_names(self, res)
 end
 
 ---------------------------------------------------------------------------
@@ -596,9 +596,7 @@ function Statement:execute(...)
   end
   if r1 == true and not conn._native then r1, r2 = drive(conn, core.step) end
   if r1 == nil then return nil, r2 end
-  local fields = r1.fields
-  if fields ~= nil and not named_fields[fields] then fill_type_names(conn, r1) end
-  return r1
+  return with_type_names(conn, r1)
 end
 
 -- How many executions execute_many sends per round trip.  The replies to
