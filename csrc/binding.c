@@ -85,6 +85,10 @@ typedef struct binding {
     lua_Integer nrows;
     lua_Integer nresults;
     int copy_out;
+    int has_error;         /* UV_ERROR is set */
+    int has_params;        /* UV_PARAMS is set */
+    int names_missing;     /* a column's type has no name known here */
+    int last_names_missing;      /* that of UV_LAST_COLUMNS/FIELDS */
     pgc_buf scratch;       /* decoding and Bind encoding */
     pgc_buf last_desc;     /* body of the last RowDescription */
     unsigned long desc_gen;      /* counts column descriptions made */
@@ -906,7 +910,9 @@ static int conn_tostring(lua_State *L)
 /* Clears the state of the operation and its user values. */
 static void op_reset(lua_State *L, binding *b)
 {
-    int uv;
+    static const int uvs[] = { UV_RESULTS, UV_CURRENT, UV_COLUMNS,
+                               UV_FIELDS };
+    size_t i;
 
     b->op = OP_NONE;
     b->has_columns = 0;
@@ -914,14 +920,20 @@ static void op_reset(lua_State *L, binding *b)
     b->nrows = 0;
     b->nresults = 0;
     b->copy_out = 0;
-    for (uv = UV_RESULTS; uv <= UV_ERROR; uv++) {
+    for (i = 0; i < sizeof uvs / sizeof uvs[0]; i++) {
         lua_pushnil(L);
-        lua_setiuservalue(L, 1, uv);
+        lua_setiuservalue(L, 1, uvs[i]);
     }
-    lua_pushnil(L);
-    lua_setiuservalue(L, 1, UV_PARAMS);
-    lua_pushnil(L);
-    lua_setiuservalue(L, 1, UV_FIELDS);
+    if (b->has_error) {
+        lua_pushnil(L);
+        lua_setiuservalue(L, 1, UV_ERROR);
+        b->has_error = 0;
+    }
+    if (b->has_params) {
+        lua_pushnil(L);
+        lua_setiuservalue(L, 1, UV_PARAMS);
+        b->has_params = 0;
+    }
 }
 
 /* The decoding environment for the slots of process(). */
@@ -1035,6 +1047,7 @@ static int row_description(lua_State *L, binding *b, const pgc_msg *m)
         lua_createtable(L, 0, 0);
         set_slot(L, SLOT_CURRENT, UV_CURRENT);
         b->cur_gen = b->last_desc_gen;
+        b->names_missing = b->last_names_missing;
         b->ncolumns = n;
         b->has_columns = 1;
         b->nrows = 0;
@@ -1052,6 +1065,7 @@ static int row_description(lua_State *L, binding *b, const pgc_msg *m)
      * (A stale "yes" is harmless: strtod then stops early and the value
      * goes through Lua's own reader.) */
     b->c_decimal_point = pgc_values_c_decimal_point();
+    b->names_missing = 0;
     new_result(L, b, n);
     for (i = 0; i < n; i++) {
         size_t len;
@@ -1082,6 +1096,8 @@ static int row_description(lua_State *L, binding *b, const pgc_msg *m)
         if (tname != NULL) {
             lua_pushstring(L, tname);
             lua_setfield(L, -2, "type");
+        } else {
+            b->names_missing = 1;
         }
         lua_pushinteger(L, typmod);
         lua_setfield(L, -2, "modifier");
@@ -1101,6 +1117,7 @@ static int row_description(lua_State *L, binding *b, const pgc_msg *m)
     lua_pushvalue(L, SLOT_COLUMNS);
     lua_setiuservalue(L, 1, UV_LAST_COLUMNS);
     b->last_desc_gen = b->cur_gen;
+    b->last_names_missing = b->names_missing;
     if (pgc_buf_append(&b->last_desc, m->body, m->len) < 0)
         pgc_buf_clear(&b->last_desc);
     b->ncolumns = n;
@@ -1113,16 +1130,15 @@ static int row_description(lua_State *L, binding *b, const pgc_msg *m)
 static void keep_error(lua_State *L, const char *kind, const char *message,
                        const pgc_msg *server)
 {
-    lua_getiuservalue(L, 1, UV_ERROR);
-    if (!lua_isnil(L, -1)) {
-        lua_pop(L, 1);
+    binding *b = lua_touserdata(L, 1);
+
+    if (b->has_error)
         return;
-    }
-    lua_pop(L, 1);
     push_error(L, kind, message);
     if (server != NULL)
         set_server_fields(L, server->body, server->len);
     lua_setiuservalue(L, 1, UV_ERROR);
+    b->has_error = 1;
 }
 
 /*
@@ -1305,16 +1321,17 @@ static int parameter_description(lua_State *L, const pgc_msg *m)
     lua_pushvalue(L, -1);
     lua_setiuservalue(L, 1, UV_PARAMS);
     lua_replace(L, SLOT_PARAMS);
+    ((binding *)lua_touserdata(L, 1))->has_params = 1;
     return 0;
 }
 
 /*
- * Processes the messages available for the operation in progress.
- * Returns PGC_DONE at ReadyForQuery, PGC_WANT_READ, or PGC_FAIL when the
- * connection failed.  The result tables live in user values between
- * calls; they are in stack slots while this runs.
+ * The result tables of the operation in progress live in user values
+ * between calls; while messages are processed they are in stack slots
+ * 2..9 too (SLOT_*), put there by load_slots.  Whatever replaces a table
+ * updates both (set_slot).
  */
-static int process(lua_State *L, binding *b)
+static void load_slots(lua_State *L)
 {
     lua_settop(L, 1);
     lua_getiuservalue(L, 1, UV_RESULTS);
@@ -1325,7 +1342,16 @@ static int process(lua_State *L, binding *b)
     lua_getiuservalue(L, 1, UV_PARAMS);
     lua_getiuservalue(L, 1, UV_ARRAYS);
     lua_getiuservalue(L, 1, UV_FIELDS);
+}
 
+/*
+ * Processes the messages available for the operation in progress, with
+ * the slots loaded.  Returns PGC_DONE at ReadyForQuery, PGC_WANT_READ, or
+ * PGC_FAIL when the connection failed.
+ */
+static int process(lua_State *L, binding *b)
+{
+    lua_settop(L, SLOT_FIELDS);
     for (;;) {
         pgc_msg m;
         int rc = pgc_conn_next(b->c, &m);
@@ -1378,6 +1404,16 @@ static int process(lua_State *L, binding *b)
         case 'c':
             break;
         case 'Z':
+            /* A result left open, or none at all, is a server that does
+             * not follow the protocol (an error explains either). */
+            if (!b->has_error &&
+                ((b->has_columns && b->op != OP_PREPARE) ||
+                 (b->nresults == 0 &&
+                  (b->op == OP_QUERY || b->op == OP_EXECUTE)))) {
+                pgc_conn_fail(b->c, PGC_ERR_PROTOCOL, "the server ended "
+                              "the query without completing its result");
+                return PGC_FAIL;
+            }
             return PGC_DONE;
         case '1':
         case '2':
@@ -1400,22 +1436,30 @@ malformed:
 /*
  * Ends an operation: returns what it produced, or nil, err.  rc is what
  * process() returned (PGC_DONE or PGC_FAIL).  A query returns one result
- * per statement; execute its result; prepare the statement's description
- * (fields, columns, params); close true.
+ * per statement; execute its result, and after it nil, true when a
+ * column's type has no name known to this module (the caller looks it
+ * up); prepare the statement's description (fields, columns, params);
+ * close true.
  */
 static int op_finish(lua_State *L, binding *b, int rc)
 {
     enum op op = b->op;
     lua_Integer i, n = b->nresults;
-    int top;
+    int names_missing = b->names_missing;
 
+    /* Stack: 2 the error, 3 the results, and for a prepare 4..6 its
+     * columns, fields and parameter types. */
     lua_settop(L, 1);
-    lua_getiuservalue(L, 1, UV_ERROR);          /* top - 4 */
-    lua_getiuservalue(L, 1, UV_RESULTS);        /* top - 3 */
-    lua_getiuservalue(L, 1, UV_COLUMNS);        /* top - 2 */
-    lua_getiuservalue(L, 1, UV_FIELDS);         /* top - 1 */
-    lua_getiuservalue(L, 1, UV_PARAMS);         /* top */
-    top = lua_gettop(L);
+    if (b->has_error)
+        lua_getiuservalue(L, 1, UV_ERROR);
+    else
+        lua_pushnil(L);
+    lua_getiuservalue(L, 1, UV_RESULTS);
+    if (op == OP_PREPARE) {
+        lua_getiuservalue(L, 1, UV_COLUMNS);
+        lua_getiuservalue(L, 1, UV_FIELDS);
+        lua_getiuservalue(L, 1, UV_PARAMS);
+    }
     op_reset(L, b);
 
     if (rc == PGC_FAIL) {
@@ -1427,8 +1471,8 @@ static int op_finish(lua_State *L, binding *b, int rc)
         lua_getiuservalue(L, 1, UV_FAILURE);
         if (lua_isnil(L, -1)) {
             lua_pop(L, 1);
-            if (!lua_isnil(L, top - 4))
-                lua_pushvalue(L, top - 4);
+            if (!lua_isnil(L, 2))
+                lua_pushvalue(L, 2);
             else
                 push_conn_error(L, b);
             lua_pushvalue(L, -1);
@@ -1436,9 +1480,9 @@ static int op_finish(lua_State *L, binding *b, int rc)
         }
         return 2;
     }
-    if (!lua_isnil(L, top - 4)) {
+    if (!lua_isnil(L, 2)) {
         lua_pushnil(L);
-        lua_pushvalue(L, top - 4);
+        lua_pushvalue(L, 2);
         return 2;
     }
 
@@ -1448,13 +1492,13 @@ static int op_finish(lua_State *L, binding *b, int rc)
         int slot;
 
         lua_createtable(L, 0, 3);
-        for (slot = top - 2; slot <= top; slot++) {
+        for (slot = 4; slot <= 6; slot++) {
             if (lua_istable(L, slot))
                 lua_pushvalue(L, slot);
             else
                 lua_newtable(L);
-            lua_setfield(L, -2, slot == top - 2 ? "columns"
-                                : slot == top - 1 ? "fields" : "params");
+            lua_setfield(L, -2, slot == 4 ? "columns"
+                                : slot == 5 ? "fields" : "params");
         }
         return 1;
     }
@@ -1463,13 +1507,17 @@ static int op_finish(lua_State *L, binding *b, int rc)
     case OP_EXECUTE:
         if (n == 0)
             return 0;
-        lua_pushvalue(L, top - 3);
-        return 1;
+        lua_pushvalue(L, 3);
+        if (!names_missing)
+            return 1;
+        lua_pushnil(L);
+        lua_pushboolean(L, 1);
+        return 3;
     default:
         if (n > INT_MAX - 20 || !lua_checkstack(L, (int)n))
             return luaL_error(L, "too many results");
         for (i = 1; i <= n; i++)
-            lua_rawgeti(L, top - 3, i);
+            lua_rawgeti(L, 3, i);
         return (int)n;
     }
 }
@@ -1498,6 +1546,7 @@ static int op_begin(lua_State *L, binding *b, enum op op, int rows_idx)
         lua_setiuservalue(L, 1, UV_RESULTS);
     }
     b->op = op;
+    b->names_missing = 0;
     b->op_rows_arrays = lua_isnoneornil(L, rows_idx) ? b->rows_arrays
                         : lua_toboolean(L, rows_idx);
     return 0;
@@ -1512,6 +1561,8 @@ static int sent(binding *b, int rc)
     }
     return pgc_conn_commit(b->c);
 }
+
+static int run_native(lua_State *L, binding *b);
 
 /* Returns true, or nil, err when the operation could not be queued. */
 static int queued_result(lua_State *L, binding *b, int rc)
@@ -1656,12 +1707,14 @@ static int result_formats(lua_State *L, binding *b, int col_idx)
 }
 
 /*
- * c:send_execute(rows_arrays, sql, ...) queues Parse/Bind/Describe/
- * Execute/Sync on the unnamed statement with the arguments after sql as
+ * c:execute(rows_arrays, sql, ...) queues Parse/Bind/Describe/Execute/
+ * Sync on the unnamed statement with the arguments after sql as
  * parameters (every argument counts, trailing nils included).  Results
- * come in text format.
+ * come in text format.  Over the native socket it runs at once and
+ * returns what op_finish does; for a Lua transport it returns true, and
+ * c:step() goes on.
  */
-static int conn_send_execute(lua_State *L)
+static int conn_execute(lua_State *L)
 {
     binding *b = check_open(L);
     size_t len;
@@ -1681,7 +1734,11 @@ static int conn_send_execute(lua_State *L)
     if (pgc_enc_parse(out, "", sql, len, n, oids) < 0 ||
         append_bind_execute(b, out, "", n, fmts, 0, NULL, 1) < 0)
         return queued_result(L, b, sent(b, -1));
-    return queued_result(L, b, sent(b, 0));
+    if (sent(b, 0) < 0)
+        return op_finish(L, b, PGC_FAIL);
+    if (b->fd < 0)
+        return (lua_pushboolean(L, 1), 1);
+    return run_native(L, b);
 }
 
 /* c:send_prepare(name, sql) queues Parse of a named statement, Describe
@@ -1846,6 +1903,7 @@ static int run_native(lua_State *L, binding *b)
 
     b->may_cancel = b->timeout > 0;
     b->cancel_sent = 0;
+    load_slots(L);
     for (;;) {
         rc = process(L, b);
         if (rc != PGC_WANT_READ)
@@ -1980,6 +2038,7 @@ static int conn_step(lua_State *L)
 
     if (b->op == OP_NONE)
         return luaL_error(L, "no operation in progress");
+    load_slots(L);
     rc = process(L, b);
     if (rc == PGC_WANT_READ)
         return (lua_settop(L, 1), lua_pushliteral(L, "read"), 1);
@@ -2170,7 +2229,7 @@ static const luaL_Reg conn_methods[] = {
     { "feed", conn_feed },
     { "fail_io", conn_fail_io },
     { "send_query", conn_send_query },
-    { "send_execute", conn_send_execute },
+    { "execute", conn_execute },
     { "send_prepare", conn_send_prepare },
     { "send_bind_many", conn_send_bind_many },
     { "exec_prepared", conn_exec_prepared },

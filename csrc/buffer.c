@@ -57,52 +57,6 @@ char *pgc_buf_reserve(pgc_buf *b, size_t n)
     return b->data + b->end;
 }
 
-int pgc_buf_append(pgc_buf *b, const void *p, size_t n)
-{
-    char *w;
-
-    if (n == 0)
-        return 0;
-    w = b->cap - b->end >= n ? b->data + b->end : pgc_buf_reserve(b, n);
-    if (w == NULL)
-        return -1;
-    memcpy(w, p, n);
-    b->end += n;
-    return 0;
-}
-
-int pgc_buf_append_u8(pgc_buf *b, uint8_t v)
-{
-    return pgc_buf_append(b, &v, 1);
-}
-
-int pgc_buf_append_i16(pgc_buf *b, int16_t v)
-{
-    unsigned char s[2];
-    uint16_t u = (uint16_t)v;
-
-    s[0] = (unsigned char)(u >> 8);
-    s[1] = (unsigned char)u;
-    return pgc_buf_append(b, s, 2);
-}
-
-int pgc_buf_append_i32(pgc_buf *b, int32_t v)
-{
-    unsigned char s[4];
-    uint32_t u = (uint32_t)v;
-
-    s[0] = (unsigned char)(u >> 24);
-    s[1] = (unsigned char)(u >> 16);
-    s[2] = (unsigned char)(u >> 8);
-    s[3] = (unsigned char)u;
-    return pgc_buf_append(b, s, 4);
-}
-
-int pgc_buf_append_cstr(pgc_buf *b, const char *s)
-{
-    return pgc_buf_append(b, s, strlen(s) + 1);
-}
-
 void pgc_buf_consume(pgc_buf *b, size_t n)
 {
     b->start += n;

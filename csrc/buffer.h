@@ -10,6 +10,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 typedef struct pgc_buf {
     char *data;
@@ -33,13 +34,63 @@ void pgc_buf_free(pgc_buf *b);
  */
 char *pgc_buf_reserve(pgc_buf *b, size_t n);
 
-/* Appenders: return 0 on success, -1 when memory is exhausted. */
-int pgc_buf_append(pgc_buf *b, const void *p, size_t n);
-int pgc_buf_append_u8(pgc_buf *b, uint8_t v);
-int pgc_buf_append_i16(pgc_buf *b, int16_t v);
-int pgc_buf_append_i32(pgc_buf *b, int32_t v);
+/*
+ * Appenders: return 0 on success, -1 when memory is exhausted.  They are
+ * inline because messages are built from many small pieces; only growing
+ * the buffer is a call.
+ */
+static inline int pgc_buf_append(pgc_buf *b, const void *p, size_t n)
+{
+    char *w = b->cap - b->end >= n ? b->data + b->end
+                                   : pgc_buf_reserve(b, n);
+
+    if (w == NULL)
+        return -1;
+    if (n > 0)
+        memcpy(w, p, n);
+    b->end += n;
+    return 0;
+}
+
+static inline int pgc_buf_append_u8(pgc_buf *b, uint8_t v)
+{
+    char *w = b->cap - b->end >= 1 ? b->data + b->end
+                                   : pgc_buf_reserve(b, 1);
+
+    if (w == NULL)
+        return -1;
+    w[0] = (char)v;
+    b->end += 1;
+    return 0;
+}
+
+static inline int pgc_buf_append_i16(pgc_buf *b, int16_t v)
+{
+    uint16_t u = (uint16_t)v;
+    unsigned char s[2];
+
+    s[0] = (unsigned char)(u >> 8);
+    s[1] = (unsigned char)u;
+    return pgc_buf_append(b, s, 2);
+}
+
+static inline int pgc_buf_append_i32(pgc_buf *b, int32_t v)
+{
+    uint32_t u = (uint32_t)v;
+    unsigned char s[4];
+
+    s[0] = (unsigned char)(u >> 24);
+    s[1] = (unsigned char)(u >> 16);
+    s[2] = (unsigned char)(u >> 8);
+    s[3] = (unsigned char)u;
+    return pgc_buf_append(b, s, 4);
+}
+
 /* Appends the string and its terminating NUL. */
-int pgc_buf_append_cstr(pgc_buf *b, const char *s);
+static inline int pgc_buf_append_cstr(pgc_buf *b, const char *s)
+{
+    return pgc_buf_append(b, s, strlen(s) + 1);
+}
 
 /* Drops n bytes from the front (n must not exceed the live length). */
 void pgc_buf_consume(pgc_buf *b, size_t n);

@@ -94,6 +94,30 @@ describe("random server bytes", function()
     assert.is_true((outcomes.connect or 0) > 0)
   end)
 
+  it("that end a query without completing its result give a protocol error", function()
+    local T = msg("T", string.pack(">i2", 2) .. field("a", 23) .. field("b", 25))
+    local D = msg("D", string.pack(">i2", 2) .. i32(1) .. "7" .. i32(2) .. "hi")
+    local Z = msg("Z", "I")
+    local answers = {
+      query = { T .. D .. Z, Z, T .. D .. msg("2", "SELECT 1\0") .. Z },
+      execute = { msg("1", "") .. msg("2", "") .. T .. D .. Z, msg("1", "") .. msg("2", "") .. Z },
+    }
+    for how, list in pairs(answers) do
+      for i, answer in ipairs(list) do
+        local conn = assert(pg.connect {
+          host = "127.0.0.1", user = "u", database = "d", env = false,
+          socket = playback(GOOD_STARTUP .. answer),
+        })
+        local res, err
+        if how == "query" then res, err = conn:query("select 1") else res, err = conn:execute("select 1") end
+        assert.is_nil(res, how .. " " .. i)
+        assert.equal("protocol", err.kind, how .. " " .. i)
+        assert.matches("without completing its result", err.message)
+        conn:close()
+      end
+    end
+  end)
+
   it("decode the well-formed answer used by the fuzzer", function()
     local conn = assert(pg.connect {
       host = "127.0.0.1", user = "u", database = "d", env = false,

@@ -447,11 +447,10 @@ local function sync_types(self)
   end)
   if #names > 0 then
     if self._core:status() == "error" then return true end
-    local ok, err = self._core:send_execute(false,
+    local c = self._core
+    local res, err = c:execute(false,
       "select n, to_regtype(n)::oid::int8 as oid from unnest($1::text[]) as n", names)
-    if not ok then return nil, err end
-    local res
-    res, err = run(self)
+    if res == true then res, err = drive(self, c.step) end
     if not res then return nil, err end
     for _, row in ipairs(res) do
       if row.oid ~= pg.null then
@@ -508,12 +507,13 @@ function Connection:execute(sql, ...)
     local ok, err = prepare_op(self)
     if not ok then return nil, err end
   end
-  local ok, err = self._core:send_execute(nil, sql, ...)
-  if not ok then return nil, err end
-  local res
-  res, err = run(self)
+  -- Over the native socket the core runs the statement at once.
+  local c = self._core
+  local res, err, names_missing = c:execute(nil, sql, ...)
+  if res == true then res, err, names_missing = drive(self, c.step) end
   if res == nil then return nil, err end
-  return with_type_names(self, res)
+  if names_missing then return with_type_names(self, res) end
+  return res
 end
 
 ---------------------------------------------------------------------------
@@ -581,7 +581,7 @@ function Statement:execute(...)
     self._formats = core:result_formats(self._column_oids)
     self._formats_version = conn._types_version
   end
-  local r1, r2
+  local r1, r2, r3
   if conn._has_encoders then
     local args, encoders = table_pack(...), conn._encoders
     local n = args.n
@@ -589,14 +589,15 @@ function Statement:execute(...)
       local enc = encoders[self.param_oids[i]]
       if enc and args[i] ~= nil and args[i] ~= pg.null then args[i] = enc(args[i]) end
     end
-    r1, r2 = core:exec_prepared(self.rows, self.name, self.param_oids, self._formats,
-                                table_unpack(args, 1, n))
+    r1, r2, r3 = core:exec_prepared(self.rows, self.name, self.param_oids, self._formats,
+                                    table_unpack(args, 1, n))
   else
-    r1, r2 = core:exec_prepared(self.rows, self.name, self.param_oids, self._formats, ...)
+    r1, r2, r3 = core:exec_prepared(self.rows, self.name, self.param_oids, self._formats, ...)
   end
-  if r1 == true and not conn._native then r1, r2 = drive(conn, core.step) end
+  if r1 == true then r1, r2, r3 = drive(conn, core.step) end
   if r1 == nil then return nil, r2 end
-  return with_type_names(conn, r1)
+  if r3 then return with_type_names(conn, r1) end
+  return r1
 end
 
 -- How many executions execute_many sends per round trip.  The replies to
