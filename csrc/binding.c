@@ -89,6 +89,7 @@ typedef struct binding {
     int has_params;        /* UV_PARAMS is set */
     int names_missing;     /* a column's type has no name known here */
     int last_names_missing;      /* that of UV_LAST_COLUMNS/FIELDS */
+    pgc_decode_env env;    /* for the slots of process(): load_slots */
     pgc_buf scratch;       /* decoding and Bind encoding */
     pgc_buf last_desc;     /* body of the last RowDescription */
     unsigned long desc_gen;      /* counts column descriptions made */
@@ -965,7 +966,7 @@ static void set_slot(lua_State *L, int slot, int uv)
  */
 static void new_result(lua_State *L, binding *b, int ncolumns)
 {
-    lua_createtable(L, 0, 0);
+    lua_createtable(L, 1, 0);         /* room for one row */
     set_slot(L, SLOT_CURRENT, UV_CURRENT);
     lua_createtable(L, ncolumns, 0);
     set_slot(L, SLOT_COLUMNS, UV_COLUMNS);
@@ -1026,7 +1027,7 @@ static void push_column_key(lua_State *L, int i, const char *name,
  * 0, or -1 if the message is malformed. */
 static int row_description(lua_State *L, binding *b, const pgc_msg *m)
 {
-    pgc_decode_env env = decode_env(L, b);
+    pgc_decode_env *env = &b->env;
     pgc_reader r;
     pgc_column *cols;
     int n, i;
@@ -1044,7 +1045,7 @@ static int row_description(lua_State *L, binding *b, const pgc_msg *m)
         lua_getiuservalue(L, 1, UV_LAST_FIELDS) == LUA_TTABLE) {
         set_slot(L, SLOT_FIELDS, UV_FIELDS);
         set_slot(L, SLOT_COLUMNS, UV_COLUMNS);
-        lua_createtable(L, 0, 0);
+        lua_createtable(L, 1, 0);
         set_slot(L, SLOT_CURRENT, UV_CURRENT);
         b->cur_gen = b->last_desc_gen;
         b->names_missing = b->last_names_missing;
@@ -1065,6 +1066,7 @@ static int row_description(lua_State *L, binding *b, const pgc_msg *m)
      * (A stale "yes" is harmless: strtod then stops early and the value
      * goes through Lua's own reader.) */
     b->c_decimal_point = pgc_values_c_decimal_point();
+    env->c_decimal_point = b->c_decimal_point;
     b->names_missing = 0;
     new_result(L, b, n);
     for (i = 0; i < n; i++) {
@@ -1082,7 +1084,7 @@ static int row_description(lua_State *L, binding *b, const pgc_msg *m)
         format = pgc_read_i16(&r);
         if (r.bad || (format != 0 && format != 1))
             return -1;
-        pgc_values_describe(L, &env, &cols[i], type, format);
+        pgc_values_describe(L, env, &cols[i], type, format);
 
         push_column_key(L, i, name, len);
         lua_createtable(L, 0, 7);
@@ -1149,7 +1151,7 @@ static void keep_error(lua_State *L, const char *kind, const char *message,
  */
 static int data_row(lua_State *L, binding *b, const pgc_msg *m)
 {
-    pgc_decode_env env = decode_env(L, b);
+    pgc_decode_env *env = &b->env;
     int arrays = b->op_rows_arrays;
     pgc_reader r;
     int n, i;
@@ -1179,7 +1181,7 @@ static int data_row(lua_State *L, binding *b, const pgc_msg *m)
             lua_rawgeti(L, SLOT_COLUMNS, i + 1);
         if (len == -1) {
             lua_pushlightuserdata(L, NULL);
-        } else if (pgc_values_push(L, &env, &b->columns[i], p,
+        } else if (pgc_values_push(L, env, &b->columns[i], p,
                                    (size_t)len, err, sizeof err) < 0) {
             lua_pop(L, arrays ? 1 : 2);
             lua_rawgeti(L, SLOT_COLUMNS, i + 1);
@@ -1331,7 +1333,7 @@ static int parameter_description(lua_State *L, const pgc_msg *m)
  * 2..9 too (SLOT_*), put there by load_slots.  Whatever replaces a table
  * updates both (set_slot).
  */
-static void load_slots(lua_State *L)
+static void load_slots(lua_State *L, binding *b)
 {
     lua_settop(L, 1);
     lua_getiuservalue(L, 1, UV_RESULTS);
@@ -1339,9 +1341,10 @@ static void load_slots(lua_State *L)
     lua_getiuservalue(L, 1, UV_COLUMNS);
     lua_getiuservalue(L, 1, UV_DECODERS);
     lua_getiuservalue(L, 1, UV_JSON_DECODE);
-    lua_getiuservalue(L, 1, UV_PARAMS);
+    lua_pushnil(L);             /* SLOT_PARAMS: only ever written */
     lua_getiuservalue(L, 1, UV_ARRAYS);
     lua_getiuservalue(L, 1, UV_FIELDS);
+    b->env = decode_env(L, b);
 }
 
 /*
@@ -1903,7 +1906,7 @@ static int run_native(lua_State *L, binding *b)
 
     b->may_cancel = b->timeout > 0;
     b->cancel_sent = 0;
-    load_slots(L);
+    load_slots(L, b);
     for (;;) {
         rc = process(L, b);
         if (rc != PGC_WANT_READ)
@@ -2038,7 +2041,7 @@ static int conn_step(lua_State *L)
 
     if (b->op == OP_NONE)
         return luaL_error(L, "no operation in progress");
-    load_slots(L);
+    load_slots(L, b);
     rc = process(L, b);
     if (rc == PGC_WANT_READ)
         return (lua_settop(L, 1), lua_pushliteral(L, "read"), 1);

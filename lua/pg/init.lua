@@ -557,6 +557,9 @@ function Connection:prepare(sql, name, opts)
   local column_types = {}
   for i, f in ipairs(param_fields) do param_types[i] = f.type end
   for i, f in ipairs(desc.fields or {}) do column_types[i] = f.type end
+  -- The connection's default row shape is fixed: resolved here, the field
+  -- is never nil, and each execution finds it in the statement itself.
+  if rows == nil then rows = self._config.rows == "arrays" end
   return setmetatable({
     conn = self, name = name, sql = sql, rows = rows,
     params = param_fields, param_oids = desc.params, param_types = param_types,
