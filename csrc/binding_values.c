@@ -5,6 +5,7 @@
  */
 #include "binding_values.h"
 
+#include <float.h>
 #include <locale.h>
 #include <math.h>
 #include <stdio.h>
@@ -196,7 +197,7 @@ int pgc_values_wants_binary(uint32_t oid)
 {
     switch (oid) {
     case 16: case 17: case 20: case 21: case 23: case 26:
-    case 700: case 701: case 2950:
+    case 701: case 2950:
         return 1;
     default:
         return 0;
@@ -241,10 +242,18 @@ static int parse_integer(const char *p, size_t len, lua_Integer *out)
 }
 
 /*
- * Parses a short decimal ("-12.375", "1e5") exactly: when the digits fit
- * in 2^53 and the power of ten is at most 22, one multiplication or
- * division of two exact doubles gives the correctly rounded value.
- * Returns 0 with *out set, or -1 when the text is not of that kind.
+ * Parses a decimal ("-12.375", "1e5", "214.63569320608156") without
+ * strtod when the result is certain to be the correctly rounded double:
+ *   - digits below 2^53 and a power of ten up to 22: both are exact
+ *     doubles, and one multiplication or division rounds correctly;
+ *   - otherwise, where long double has a 64-bit significand, digits below
+ *     2^64 and a power of ten up to 27 are exact long doubles, and the one
+ *     operation rounds correctly to long double.  Rounding that on to
+ *     double gives the correctly rounded double unless it lies exactly
+ *     half-way between two doubles (then the exact value may not), which
+ *     is checked.
+ * Returns 0 with *out set, or -1 when the text is not of these kinds (the
+ * caller then uses strtod).
  */
 static int parse_short_decimal(const char *p, size_t len, double *out)
 {
@@ -267,7 +276,8 @@ static int parse_short_decimal(const char *p, size_t len, double *out)
             scale--;
         }
     }
-    if (ndigits == 0 || ndigits > 15)
+    /* 19 digits always fit in 64 bits. */
+    if (ndigits == 0 || ndigits > 19)
         return -1;
     if (p < end && (*p == 'e' || *p == 'E')) {
         int expdigits = 0;
@@ -282,10 +292,33 @@ static int parse_short_decimal(const char *p, size_t len, double *out)
             return -1;
         scale += exp_negative ? -exp : exp;
     }
-    if (p != end || scale < -22 || scale > 22)
+    if (p != end)
         return -1;
-    v = (double)digits;
-    v = scale < 0 ? v / powers[-scale] : v * powers[scale];
+    if (digits <= (UINT64_C(1) << 53) && scale >= -22 && scale <= 22) {
+        v = (double)digits;
+        v = scale < 0 ? v / powers[-scale] : v * powers[scale];
+    } else {
+#if LDBL_MANT_DIG >= 64
+        long double q, pow10 = 1.0L;
+        int i;
+
+        if (scale < -27 || scale > 27)
+            return -1;
+        for (i = 0; i < (scale < 0 ? -scale : scale); i++)
+            pow10 *= 10.0L;     /* exact: 10^27 needs 64 bits */
+        q = (long double)digits;
+        q = scale < 0 ? q / pow10 : q * pow10;
+        v = (double)q;
+        /* Half-way between v and a neighbour: let strtod decide. */
+        if (q != (long double)v &&
+            2 * fabsl(q - (long double)v) ==
+            fabsl((long double)nextafter(v, q > v ? HUGE_VAL : -HUGE_VAL) -
+                  (long double)v))
+            return -1;
+#else
+        return -1;
+#endif
+    }
     *out = negative ? -v : v;
     return 0;
 }

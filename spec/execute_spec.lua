@@ -142,6 +142,68 @@ describe("parameter and result types", function()
     assert.is_true(nan ~= nan)
   end)
 
+  it("gives float4 as the server prints it, the same through a prepared statement", function()
+    assert.equal(0.1, roundtrip("select $1::float4 as v", 0.1))
+    local stmt = assert(conn:prepare("select $1::float4 as v"))
+    assert.equal(0.1, assert(stmt:execute(0.1))[1].v)
+    assert.equal(0.1, assert(conn:query("select 0.1::float4 as v"))[1].v)
+    stmt:close()
+  end)
+
+  it("reads float8 text exactly, as the C library would", function()
+    -- Random doubles over the whole range of exponents, sent exactly and
+    -- read back from the server's shortest text.
+    math.randomseed(7)
+    local xs = {}
+    for i = 1, 3000 do
+      local x = string.unpack("<d", string.pack("<i4i4", math.random(0, 0x7fffffff),
+                                                math.random(0, 0x7fefffff)))
+      if x ~= x or x == math.huge then x = i + 0.5 end
+      if i % 3 == 0 then x = math.random() * 1000 end
+      if i % 3 == 1 then x = (math.random() - 0.5) * 10 ^ math.random(-30, 30) end
+      xs[i] = x
+    end
+    local res = assert(conn:execute(
+      "select v, v::text as t from unnest($1::float8[]) with ordinality as u(v, i) order by i", xs))
+    assert.equal(#xs, #res)
+    for i, row in ipairs(res) do
+      assert.equal(xs[i], row.v, row.t)
+      assert.equal(tonumber(row.t), row.v, row.t)
+    end
+    -- Texts of up to 19 digits, half-way cases included, against strtod
+    -- (Lua's tonumber).
+    local core = conn._core
+    local texts = {
+      "9007199254740993", "9007199254740995", "-9007199254740993", "18014398509481989",
+      "9223372036854775807", "1844674407370955161", "0.30000000000000004",
+      "2.2250738585072014e-308", "4.9406564584124654e-324", "1.7976931348623157e+308",
+      "123456789012345678e-27", "1e27", "1e-27", "0.000000000000000000000000001",
+      "-0", "0.0", "5e-324", "7.0e22", "7e23", "8.589973e9", "1.000000000000000055511151231257827",
+      -- Rounds to a long double half-way between two doubles, and the
+      -- exact value is not half-way.
+      "9176693756400106268e-21",
+    }
+    for _ = 1, 5000 do
+      local digits = {}
+      for j = 1, math.random(1, 19) do digits[j] = math.random(0, 9) end
+      local d = table.concat(digits)
+      local at = math.random(0, #d)
+      local t = d:sub(1, at) .. "." .. d:sub(at + 1)
+      if t == "." then t = "0" end
+      if math.random(2) == 1 then t = t .. "e" .. math.random(-30, 30) end
+      if math.random(2) == 1 then t = "-" .. t end
+      texts[#texts + 1] = t
+    end
+    for _, t in ipairs(texts) do
+      local v = core:decode_text(701, t)
+      local want = tonumber(t)
+      if math.type(want) == "integer" then want = tonumber(t .. ".0") end
+      assert.equal("float", math.type(v), t)
+      assert.equal(want, v, t)
+      assert.equal(1 / want, 1 / v, t)      -- the sign of zero
+    end
+  end)
+
   it("keeps numeric exact as a string", function()
     local v = "12345678901234567890.12345678901234567890"
     assert.equal(v, roundtrip("select $1::numeric as v", v))
