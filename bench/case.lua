@@ -2,8 +2,9 @@
 --
 --   lua5.4 bench/case.lua CLIENT CASE N
 --
--- CLIENT is "pgclient" (this project) or "luasql" (LuaSQL's libpq-based
--- PostgreSQL driver).  CASE is one of
+-- CLIENT is "pgclient" (this project), "luasql" (LuaSQL's libpq-based
+-- PostgreSQL driver) or, for the read case only, "luarows" (the same rows
+-- made from C without a database: what the Lua values alone cost).  CASE is one of
 --   read                N rows of bench_rows as tables keyed by column name
 --                       (pg-client: conn:query, the simple protocol)
 --   read-execute        the same through conn:execute (pg-client only)
@@ -194,10 +195,20 @@ function luasql.inserted(con)
 end
 
 ---------------------------------------------------------------------------
+-- The rows alone: the same rows made from C with no database (luarows.c)
+---------------------------------------------------------------------------
+
+local luarows = {}
+
+function luarows.connect() return require "luarows" end
+
+function luarows.read(module, count) return module.build(count) end
+
+---------------------------------------------------------------------------
 -- the measurement
 ---------------------------------------------------------------------------
 
-local impl = ({ pgclient = pgclient, luasql = luasql })[client]
+local impl = ({ pgclient = pgclient, luasql = luasql, luarows = luarows })[client]
 if not impl then error("unknown client " .. client) end
 
 local conn = impl.connect()

@@ -37,6 +37,7 @@ local function read_lines()
     { id = "pgx", name = "pg-client conn:execute", cmd = lua_case("pgclient", "read-execute") },
     { id = "luasql", name = "LuaSQL", cmd = lua_case("luasql", "read") },
     { id = "libpq", name = "libpq C, PQexec", cmd = c_case("read") },
+    { id = "rows", name = "Lua rows alone, no db", cmd = lua_case("luarows", "read") },
   }
 end
 
@@ -91,6 +92,8 @@ local informative = {
   { group = 2, line = "pgx", versus = "libpq", within = 1.5 },
   { group = 1, line = "libpq", versus = "luasql", faster = 2 },
   { group = 2, line = "libpq", versus = "luasql", faster = 2 },
+  { group = 1, line = "rows", versus = "libpq", within = 1.5 },
+  { group = 2, line = "rows", versus = "libpq", within = 1.5 },
   { group = 4, line = "libpq", versus = "luasql", faster = 1.5 },
 }
 

@@ -54,6 +54,9 @@ $CC $CFLAGS $WARN $LIBPQ_CFLAGS bench/libpq_bench.c \
 # shellcheck disable=SC2086
 $CC $CFLAGS $WARN -shared -fPIC $LUA_CFLAGS \
     bench/benchclock.c -o bench/bin/benchclock.so
+# shellcheck disable=SC2086
+$CC $CFLAGS $WARN -shared -fPIC $LUA_CFLAGS \
+    bench/luarows.c -o bench/bin/luarows.so
 
 # ---------------------------------------------------------------------
 # The server and the data
