@@ -30,8 +30,11 @@ describe("transactions", function()
     assert.equal("idle", conn:status())
   end)
 
-  it("returns true when the function returns nothing", function()
+  it("returns true when the function returns nothing, or only nils", function()
     assert.is_true(conn:transaction(function() end))
+    assert.is_true(conn:transaction(function() return nil end))
+    assert.is_true(conn:transaction(function() return nil, nil end))
+    assert.is_false(conn:transaction(function() return false end))
   end)
 
   it("rolls back and re-raises a Lua error", function()
@@ -63,7 +66,17 @@ describe("transactions", function()
     end)
     assert.is_nil(res)
     assert.equal("server", err.kind)
+    assert.equal("25P02", err.code)
+    -- The error names the statement's error that caused it.
+    assert.equal("42P01", err.cause.code)
+    assert.matches("42P01", err.message)
     assert.equal(0, count(conn))
+    -- A later transaction does not inherit that cause.
+    local _, err2 = conn:transaction(function(c)
+      c:execute("select 1 / $1::int", 0)
+      return "done"
+    end)
+    assert.equal("22012", err2.cause.code)
   end)
 
   it("sets isolation level, read only and deferrable", function()
@@ -125,6 +138,7 @@ describe("transactions", function()
     end)
     assert.is_nil(ok)
     assert.equal("25P02", err.code)
+    assert.equal("42P01", err.cause.code)
     assert.equal(2, count(conn))
   end)
 

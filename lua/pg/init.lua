@@ -339,6 +339,20 @@ local function rows_flag(rows, where)
   error(where .. ": rows must be \"maps\" or \"arrays\", got " .. tostring(rows), 3)
 end
 
+-- Keeps the first server error inside a transaction: the error that ends
+-- the transaction later (25P02) names it as its cause.
+local function note_failure(self, err)
+  if self._tx_failure == nil and type(err) == "table" and err.kind == "server" then
+    self._tx_failure = err
+  end
+end
+
+-- Returns nil, err for a failed statement, noting err in a transaction.
+local function failed(self, err)
+  if self._tx_depth > 0 then note_failure(self, err) end
+  return nil, err
+end
+
 -- Looks up the names of types missing from results' field lists, once per
 -- OID and connection.
 -- Field lists known to carry every type name; results of a statement run
@@ -426,7 +440,10 @@ end
 
 -- Returns the results of an operation, with type names filled in.
 local function finish(self, ...)
-  if ... == nil then return ... end
+  if ... == nil then
+    if self._tx_depth > 0 then note_failure(self, select(2, ...)) end
+    return ...
+  end
   fill_type_names(self, ...)
   return ...
 end
@@ -511,7 +528,7 @@ function Connection:execute(sql, ...)
   local c = self._core
   local res, err, names_missing = c:execute(nil, sql, ...)
   if res == true then res, err, names_missing = drive(self, c.step) end
-  if res == nil then return nil, err end
+  if res == nil then return failed(self, err) end
   if names_missing then return with_type_names(self, res) end
   return res
 end
@@ -598,7 +615,7 @@ function Statement:execute(...)
     r1, r2, r3 = core:exec_prepared(self.rows, self.name, self.param_oids, self._formats, ...)
   end
   if r1 == true then r1, r2, r3 = drive(conn, core.step) end
-  if r1 == nil then return nil, r2 end
+  if r1 == nil then return failed(conn, r2) end
   if r3 then return with_type_names(conn, r1) end
   return r1
 end
@@ -671,7 +688,8 @@ function Statement:execute_many(list)
     local r = ok and table_pack(run(conn)) or { nil, err, n = 2 }
     if r[1] == nil then
       if own and not conn._core:is_closed() then conn:query("ROLLBACK") end
-      return nil, r[2]
+      if own then return nil, r[2] end
+      return failed(conn, r[2])
     end
     for i = 1, r.n do
       local res = r[i]
@@ -687,7 +705,7 @@ function Statement:execute_many(list)
     local res
     res, err = conn:query("COMMIT")
     if not res then return nil, err end
-    if res.command == "ROLLBACK" then return nil, rolled_back_error() end
+    if res.command == "ROLLBACK" then return nil, rolled_back_error(conn) end
   end
   return result
 end
@@ -779,6 +797,7 @@ function Connection:begin(opts)
   end
   local ok, err = self:query(sql)
   if not ok then return nil, err end
+  if depth == 0 then self._tx_failure = nil end
   self._tx_depth = depth + 1
   return setmetatable({ conn = self, depth = depth + 1, done = false }, Transaction)
 end
@@ -799,10 +818,16 @@ local function end_tx(tx)
   return tx.conn, "pgc_savepoint_" .. (tx.depth - 1)
 end
 
-rolled_back_error = function()
+-- The error of a commit that the server turned into a rollback, with the
+-- statement's error that caused it as its cause (when it came through
+-- this connection).  Forgets that error.
+rolled_back_error = function(conn)
+  local cause = conn._tx_failure
+  conn._tx_failure = nil
+  local message = "the transaction was rolled back because a statement in it failed"
+  if cause then message = message .. " (" .. tostring(cause) .. ")" end
   return setmetatable({ kind = "server", code = "25P02", severity = "ERROR",
-    message = "the transaction was rolled back because a statement in it failed" },
-    core.error_mt)
+    message = message, cause = cause }, core.error_mt)
 end
 
 -- Commits (or releases the savepoint).  Returns true, or nil, err; a
@@ -812,11 +837,12 @@ function Transaction:commit()
   if self.depth > 1 and conn:status() == "error" then
     local ok, err = conn:query("ROLLBACK TO SAVEPOINT " .. sp .. "; RELEASE SAVEPOINT " .. sp)
     if not ok then return nil, err end
-    return nil, rolled_back_error()
+    return nil, rolled_back_error(conn)
   end
   local res, err = conn:query(self.depth == 1 and "COMMIT" or "RELEASE SAVEPOINT " .. sp)
   if not res then return nil, err end
-  if res.command == "ROLLBACK" then return nil, rolled_back_error() end
+  if res.command == "ROLLBACK" then return nil, rolled_back_error(conn) end
+  if self.depth == 1 then conn._tx_failure = nil end
   return true
 end
 
@@ -827,6 +853,8 @@ function Transaction:rollback()
   local res, err = conn:query(self.depth == 1 and "ROLLBACK"
                               or "ROLLBACK TO SAVEPOINT " .. sp .. "; RELEASE SAVEPOINT " .. sp)
   if not res then return nil, err end
+  -- What failed before is undone with it.
+  conn._tx_failure = nil
   return true
 end
 
@@ -847,7 +875,8 @@ Transaction.__tostring = function(self)
 end
 
 -- Runs fn(conn) inside a transaction (a savepoint when nested).  Commits
--- when fn returns and returns fn's results (true when it returns none).
+-- when fn returns and returns fn's results (true when it returns none, or
+-- only nils).
 -- When fn raises, rolls back and raises the error again; when fn returns
 -- nil, err, or a statement in it failed, rolls back and returns nil, err.
 function Connection:transaction(fn, opts)
@@ -859,15 +888,17 @@ function Connection:transaction(fn, opts)
     if not tx.done and self._tx_depth == tx.depth then pcall(tx.rollback, tx) end
     error(r[2], 0)
   end
-  if r.n >= 3 and r[2] == nil then
+  if r[2] == nil and r[3] ~= nil then
     tx:rollback()
     return nil, r[3]
   end
   local ok
   ok, err = tx:commit()
   if not ok then return nil, err end
-  if r.n == 1 then return true end
-  return table_unpack(r, 2, r.n)
+  for i = 2, r.n do
+    if r[i] ~= nil then return table_unpack(r, 2, r.n) end
+  end
+  return true
 end
 
 -- Asks the server to cancel the statement running on this connection
