@@ -85,6 +85,10 @@ typedef struct binding {
     lua_Integer nrows;
     lua_Integer nresults;
     int copy_out;
+    /* what the Lua layer said, for the fast paths (see fast_ready) */
+    int dirty;             /* work is pending before the next operation */
+    int has_encoders;      /* registered encoders apply to parameters */
+    lua_Integer types_synced;    /* type registry version synced, or -1 */
     int has_error;         /* UV_ERROR is set */
     int has_params;        /* UV_PARAMS is set */
     int names_missing;     /* a column's type has no name known here */
@@ -559,6 +563,7 @@ static int core_new_conn(lua_State *L)
     if (b->c == NULL)
         return luaL_error(L, "out of memory");
     b->closed = 0;
+    b->types_synced = -1;
     pgc_conn_set_notice(b->c, on_notice, b);
 
     lua_getfield(L, 1, "startup");
@@ -2223,6 +2228,173 @@ static const luaL_Reg context_methods[] = {
     { NULL, NULL }
 };
 
+/* ------------------------------------------------------------------ */
+/* fast paths for execute                                              */
+/* ------------------------------------------------------------------ */
+
+/*
+ * stmt:execute(...) and conn:execute(sql, ...) are C closures made by
+ * c:statement_execute and c:connection_execute.  When the connection is
+ * in the state the Lua layer last reported (c:set_dirty,
+ * c:types_synced), they go straight to the core; otherwise they call the
+ * Lua function given as their fallback, which does the preparatory work.
+ */
+
+/* Upvalues of both closures. */
+enum {
+    FUV_CONN = 1,       /* the core connection */
+    FUV_SLOW,           /* Lua fallback(self, ...) */
+    FUV_FINISH,         /* Lua finish(conn, res, err, names_missing) */
+    FUV_SELF,           /* the Lua connection */
+    FUV_TYPES,          /* the type registry's state table */
+    /* a statement's */
+    FUV_NAME,
+    FUV_OIDS,
+    FUV_FORMATS,
+    FUV_ROWS,
+    FUV_FORMATS_VERSION,
+    FUV_STATEMENT_COUNT = FUV_FORMATS_VERSION
+};
+
+/* The registry version in the state table at upvalue FUV_TYPES. */
+static lua_Integer types_version(lua_State *L)
+{
+    lua_Integer v;
+
+    lua_getfield(L, lua_upvalueindex(FUV_TYPES), "version");
+    v = lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+/* Whether b may run an operation without the Lua layer's preamble. */
+static int fast_ready(lua_State *L, binding *b)
+{
+    return b != NULL && !b->closed && b->fd >= 0 && !b->dirty &&
+           b->op == OP_NONE && b->types_synced == types_version(L);
+}
+
+/* Calls the fallback with this call's arguments; returns its results. */
+static int call_slow(lua_State *L)
+{
+    lua_pushvalue(L, lua_upvalueindex(FUV_SLOW));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+    return lua_gettop(L);
+}
+
+/*
+ * Returns the nres results of a core call at the top: the result alone,
+ * or what finish makes of them when they are an error or miss type names.
+ */
+static int fast_results(lua_State *L, int nres)
+{
+    int first = lua_gettop(L) - nres + 1;
+
+    if (nres >= 1 && !lua_isnil(L, first) &&
+        !(nres >= 3 && lua_toboolean(L, first + 2)))
+        return (lua_settop(L, first), 1);
+    lua_settop(L, first + 2);
+    lua_pushvalue(L, lua_upvalueindex(FUV_FINISH));
+    lua_insert(L, first);
+    lua_pushvalue(L, lua_upvalueindex(FUV_SELF));
+    lua_insert(L, first + 1);
+    lua_call(L, 4, LUA_MULTRET);
+    return lua_gettop(L) - first + 1;
+}
+
+/* stmt:execute(...): the statement's upvalues before its parameters. */
+static int fast_statement_execute(lua_State *L)
+{
+    binding *b = lua_touserdata(L, lua_upvalueindex(FUV_CONN));
+
+    if (!fast_ready(L, b) || b->has_encoders ||
+        lua_tointeger(L, lua_upvalueindex(FUV_FORMATS_VERSION)) !=
+        b->types_synced)
+        return call_slow(L);
+    /* As c:exec_prepared(rows, name, oids, formats, ...) */
+    lua_pushvalue(L, lua_upvalueindex(FUV_CONN));
+    lua_replace(L, 1);
+    lua_pushvalue(L, lua_upvalueindex(FUV_ROWS));
+    lua_pushvalue(L, lua_upvalueindex(FUV_NAME));
+    lua_pushvalue(L, lua_upvalueindex(FUV_OIDS));
+    lua_pushvalue(L, lua_upvalueindex(FUV_FORMATS));
+    lua_rotate(L, 2, 4);
+    return fast_results(L, conn_exec_prepared(L));
+}
+
+/* conn:execute(sql, ...). */
+static int fast_connection_execute(lua_State *L)
+{
+    binding *b = lua_touserdata(L, lua_upvalueindex(FUV_CONN));
+
+    if (!fast_ready(L, b))
+        return call_slow(L);
+    /* As c:execute(nil, sql, ...) */
+    lua_pushvalue(L, lua_upvalueindex(FUV_CONN));
+    lua_replace(L, 1);
+    lua_pushnil(L);
+    lua_insert(L, 2);
+    return fast_results(L, conn_execute(L));
+}
+
+/*
+ * c:connection_execute(fallback, finish, conn, types_state) returns the
+ * fast conn:execute.
+ */
+static int conn_connection_execute(lua_State *L)
+{
+    check_binding(L);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    luaL_checktype(L, 3, LUA_TFUNCTION);
+    luaL_checktype(L, 5, LUA_TTABLE);
+    lua_settop(L, 5);
+    lua_pushcclosure(L, fast_connection_execute, 5);
+    return 1;
+}
+
+/*
+ * c:statement_execute(fallback, finish, conn, types_state, name, oids,
+ * formats, rows, formats_version) returns the fast stmt:execute of a
+ * statement whose result formats were chosen at that registry version.
+ */
+static int conn_statement_execute(lua_State *L)
+{
+    check_binding(L);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    luaL_checktype(L, 3, LUA_TFUNCTION);
+    luaL_checktype(L, 5, LUA_TTABLE);
+    luaL_checkstring(L, 6);
+    luaL_checktype(L, 7, LUA_TTABLE);
+    luaL_checkstring(L, 8);
+    luaL_checkinteger(L, 10);
+    lua_settop(L, 10);
+    lua_pushboolean(L, lua_toboolean(L, 9));
+    lua_replace(L, 9);
+    lua_pushcclosure(L, fast_statement_execute, FUV_STATEMENT_COUNT);
+    return 1;
+}
+
+/* c:set_dirty(flag): whether work waits for the next operation. */
+static int conn_set_dirty(lua_State *L)
+{
+    binding *b = check_binding(L);
+
+    b->dirty = lua_toboolean(L, 2);
+    return 0;
+}
+
+/* c:types_synced(version, has_encoders): the registry version the
+ * connection's decoders now follow. */
+static int conn_types_synced(lua_State *L)
+{
+    binding *b = check_binding(L);
+
+    b->types_synced = luaL_checkinteger(L, 2);
+    b->has_encoders = lua_toboolean(L, 3);
+    return 0;
+}
+
 static const luaL_Reg conn_methods[] = {
     { "connect_native", conn_connect_native },
     { "startup_native", conn_startup_native },
@@ -2237,6 +2409,10 @@ static const luaL_Reg conn_methods[] = {
     { "send_bind_many", conn_send_bind_many },
     { "exec_prepared", conn_exec_prepared },
     { "result_formats", conn_result_formats },
+    { "statement_execute", conn_statement_execute },
+    { "connection_execute", conn_connection_execute },
+    { "set_dirty", conn_set_dirty },
+    { "types_synced", conn_types_synced },
     { "send_close", conn_send_close },
     { "run_native", conn_run_native },
     { "step", conn_step },

@@ -485,6 +485,7 @@ local function sync_types(self)
   self._config.decoders = next(decoders) and decoders or nil
   self._core:configure(self._config)
   self._types_version = v
+  self._core:types_synced(v, self._has_encoders)
   return true
 end
 
@@ -493,6 +494,7 @@ local function close_pending(self)
   local pending = self._pending_close
   if #pending == 0 or self._core:status() == "error" then return end
   self._pending_close = {}
+  self._core:set_dirty(false)
   local ok = self._core:send_close(table_unpack(pending))
   if ok then run(self) end
 end
@@ -537,7 +539,15 @@ end
 -- prepared statements
 ---------------------------------------------------------------------------
 
-local rolled_back_error
+local rolled_back_error, set_formats
+
+-- What the fast execute functions (see set_formats) hand back to Lua: a
+-- failure, or a result whose type names must be looked up.
+local function finish_fast(conn, res, err, names_missing)
+  if res == nil then return failed(conn, err) end
+  if names_missing then return with_type_names(conn, res) end
+  return res
+end
 
 local Statement = {}
 Statement.__index = Statement
@@ -577,13 +587,31 @@ function Connection:prepare(sql, name, opts)
   -- The connection's default row shape is fixed: resolved here, the field
   -- is never nil, and each execution finds it in the statement itself.
   if rows == nil then rows = self._config.rows == "arrays" end
-  return setmetatable({
+  local stmt = setmetatable({
     conn = self, name = name, sql = sql, rows = rows,
     params = param_fields, param_oids = desc.params, param_types = param_types,
     fields = desc.fields or {}, columns = desc.columns or {},
     column_oids = column_oids, column_types = column_types,
     _column_oids = column_oids, _closed = false, _nparams = #desc.params,
   }, Statement)
+  set_formats(stmt)
+  return stmt
+end
+
+-- Chooses the statement's result formats for the connection's decoders,
+-- and gives it the fast execute: a C function that runs it at once while
+-- nothing needs the preparatory work of Statement.execute (which it then
+-- calls instead).
+set_formats = function(self)
+  local conn = self.conn
+  local core = conn._core
+  self._formats = core:result_formats(self._column_oids)
+  self._formats_version = conn._types_version
+  if math.type(self._formats_version) == "integer" then
+    rawset(self, "execute", core:statement_execute(Statement.execute, finish_fast, conn,
+      types_state, self.name, self.param_oids, self._formats, self.rows,
+      self._formats_version))
+  end
 end
 
 -- Runs the statement with the given parameters.  Returns its result, or
@@ -597,10 +625,7 @@ function Statement:execute(...)
     if not ok then return nil, err end
   end
   local core = conn._core
-  if self._formats_version ~= conn._types_version then
-    self._formats = core:result_formats(self._column_oids)
-    self._formats_version = conn._types_version
-  end
+  if self._formats_version ~= conn._types_version then set_formats(self) end
   local r1, r2, r3
   if conn._has_encoders then
     local args, encoders = table_pack(...), conn._encoders
@@ -716,8 +741,10 @@ function Statement:close()
   self._closed = true
   local conn = self.conn
   if conn._core:is_closed() then return true end
+  rawset(self, "execute", nil)
   local pending = conn._pending_close
   pending[#pending + 1] = self.name
+  conn._core:set_dirty(true)
   if conn._core:status() ~= "error" then close_pending(conn) end
   return true
 end
@@ -729,8 +756,10 @@ Statement.__close = Statement.close
 function Statement:__gc()
   if not self._closed then
     self._closed = true
-    local pending = self.conn._pending_close
+    local conn = self.conn
+    local pending = conn._pending_close
     pending[#pending + 1] = self.name
+    conn._core:set_dirty(true)
   end
 end
 
@@ -967,6 +996,10 @@ local function open(o, copts)
   if ok then
     c:configure(self._config)
     ok, err = sync_types(self)
+  end
+  if ok then
+    -- conn:execute goes straight to the core while nothing is pending.
+    self.execute = c:connection_execute(Connection.execute, finish_fast, self, types_state)
   end
   if not ok then
     self:close()
