@@ -2338,16 +2338,23 @@ static int fast_connection_execute(lua_State *L)
     return fast_results(L, conn_execute(L));
 }
 
+/* Checks the arguments both closures take: (c, fallback, finish, conn,
+ * types_state). */
+static void check_fast_args(lua_State *L)
+{
+    check_binding(L);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    luaL_checktype(L, 3, LUA_TFUNCTION);
+    luaL_checktype(L, 5, LUA_TTABLE);
+}
+
 /*
  * c:connection_execute(fallback, finish, conn, types_state) returns the
  * fast conn:execute.
  */
 static int conn_connection_execute(lua_State *L)
 {
-    check_binding(L);
-    luaL_checktype(L, 2, LUA_TFUNCTION);
-    luaL_checktype(L, 3, LUA_TFUNCTION);
-    luaL_checktype(L, 5, LUA_TTABLE);
+    check_fast_args(L);
     lua_settop(L, 5);
     lua_pushcclosure(L, fast_connection_execute, 5);
     return 1;
@@ -2360,10 +2367,7 @@ static int conn_connection_execute(lua_State *L)
  */
 static int conn_statement_execute(lua_State *L)
 {
-    check_binding(L);
-    luaL_checktype(L, 2, LUA_TFUNCTION);
-    luaL_checktype(L, 3, LUA_TFUNCTION);
-    luaL_checktype(L, 5, LUA_TTABLE);
+    check_fast_args(L);
     luaL_checkstring(L, 6);
     luaL_checktype(L, 7, LUA_TTABLE);
     luaL_checkstring(L, 8);
