@@ -891,18 +891,63 @@ static lua_Integer sequence_length(lua_State *L, int idx, int position)
     return n;
 }
 
-/* Appends the array literal for the sequence at idx; ORs into *leaves
- * what its elements were. */
+/*
+ * The shape of an array parameter seen so far.  A PostgreSQL array is
+ * rectangular: the sub-arrays at one depth have one length, values stand
+ * at one depth only, and only the whole array may be empty.
+ */
+typedef struct array_shape {
+    lua_Integer len[MAX_ARRAY_DEPTH + 1];   /* at each depth; -1: unseen */
+    int leaf_depth;                         /* where values stand; 0: unseen */
+    int leaves;                             /* LEAF_* of the values */
+} array_shape;
+
+static void init_shape(array_shape *shape)
+{
+    int d;
+
+    for (d = 0; d <= MAX_ARRAY_DEPTH; d++)
+        shape->len[d] = -1;
+    shape->leaf_depth = 0;
+    shape->leaves = 0;
+}
+
+static void not_rectangular(lua_State *L, int position)
+{
+    luaL_error(L, "parameter $%d: not a PostgreSQL array: sub-arrays must "
+               "all have the same length and hold values at the same depth, "
+               "and only the whole array may be empty", position);
+}
+
+/* Notes an element at depth that is a sub-array (or a value). */
+static void shape_element(lua_State *L, array_shape *shape, int depth,
+                          int sub, int position)
+{
+    if (sub ? shape->leaf_depth != 0 && shape->leaf_depth <= depth
+            : shape->leaf_depth != 0 && shape->leaf_depth != depth)
+        not_rectangular(L, position);
+    if (!sub)
+        shape->leaf_depth = depth;
+}
+
+/* Appends the array literal for the sequence at idx; ORs into
+ * shape->leaves what its elements were. */
 static void append_array(lua_State *L, int idx, int position, int depth,
-                         int json_encode_idx, pgc_buf *out, int *leaves)
+                         int json_encode_idx, pgc_buf *out,
+                         array_shape *shape)
 {
     lua_Integer n, i;
+    int *leaves = &shape->leaves;
 
     if (depth > MAX_ARRAY_DEPTH)
         luaL_error(L, "parameter $%d: array nested too deeply", position);
     luaL_checkstack(L, 8, "array parameter");
     idx = lua_absindex(L, idx);
     n = sequence_length(L, idx, position);
+    if ((n == 0 && depth > 1) ||
+        (shape->len[depth] != -1 && shape->len[depth] != n))
+        not_rectangular(L, position);
+    shape->len[depth] = n;
     check_mem(L, pgc_buf_append_u8(out, '{'));
     for (i = 1; i <= n; i++) {
         int t = lua_rawgeti(L, idx, i);
@@ -911,6 +956,9 @@ static void append_array(lua_State *L, int idx, int position, int depth,
 
         if (i > 1)
             check_mem(L, pgc_buf_append_u8(out, ','));
+        shape_element(L, shape, depth, t == LUA_TTABLE &&
+                      !has_mt(L, -1, JSON_MT) && !has_mt(L, -1, BYTEA_MT),
+                      position);
         if (t == LUA_TLIGHTUSERDATA && lua_touserdata(L, -1) == NULL) {
             check_mem(L, pgc_buf_append(out, "NULL", 4));
         } else if (t == LUA_TBOOLEAN) {
@@ -955,7 +1003,7 @@ static void append_array(lua_State *L, int idx, int position, int depth,
             *leaves |= LEAF_OTHER;
         } else if (t == LUA_TTABLE) {
             append_array(L, -1, position, depth + 1, json_encode_idx, out,
-                         leaves);
+                         shape);
         } else {
             luaL_error(L, "parameter $%d: cannot encode a %s inside an "
                        "array", position, luaL_typename(L, -1));
@@ -1173,10 +1221,13 @@ void pgc_values_encode(lua_State *L, int idx, int position,
             }
             lua_pop(L, 1);
         } else {
-            int leaves = 0;
+            array_shape shape;
+            int leaves;
 
+            init_shape(&shape);
             append_array(L, idx, position, 1, json_encode_idx, values,
-                         &leaves);
+                         &shape);
+            leaves = shape.leaves;
             if (server_oid == 0)
                 *oid = leaves == LEAF_INT ? 1016
                      : (leaves & ~(LEAF_INT | LEAF_FLOAT)) == 0 &&

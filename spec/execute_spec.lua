@@ -309,6 +309,20 @@ describe("parameter and result types", function()
       roundtrip("select $1::text[] as v", { { { "a" } }, { { "b" } } }))
   end)
 
+  it("refuses arrays PostgreSQL cannot hold, naming the parameter", function()
+    for _, bad in ipairs({ { 1, { 2 } }, { { 1 }, 2 }, { { 1, 2 }, { 3 } }, { {}, {} },
+                           { { 1 }, pg.null }, { { { 1 } }, { 2 } } }) do
+      local ok, err = pcall(conn.execute, conn, "select $1::text, $2::int[] as v", "x", bad)
+      assert.is_false(ok)
+      assert.matches("parameter %$2: not a PostgreSQL array", err)
+    end
+    assert.equal("idle", conn:status())
+    assert.same({ { 1, pg.null }, { 3, 4 } },
+      assert(conn:execute("select $1::int[] as v", { { 1, pg.null }, { 3, 4 } }))[1].v)
+    assert.same({ "[1]", "{}" },
+      assert(conn:execute("select $1::text[] as v", { pg.json({ 1 }), pg.json("{}") }))[1].v)
+  end)
+
   it("decodes arrays of enums, the first time and later", function()
     assert(conn:query("create type pg_temp.tone as enum ('low', 'high')"))
     local sql = "select array['low', 'high', null]::pg_temp.tone[] as v"
