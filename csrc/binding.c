@@ -2253,7 +2253,8 @@ enum {
     FUV_FORMATS,
     FUV_ROWS,
     FUV_FORMATS_VERSION,
-    FUV_STATEMENT_COUNT = FUV_FORMATS_VERSION
+    FUV_STATEMENT,      /* the Lua statement */
+    FUV_STATEMENT_COUNT = FUV_STATEMENT
 };
 
 /* The registry version in the state table at upvalue FUV_TYPES. */
@@ -2310,7 +2311,7 @@ static int fast_statement_execute(lua_State *L)
 
     if (!fast_ready(L, b) || b->has_encoders ||
         lua_tointeger(L, lua_upvalueindex(FUV_FORMATS_VERSION)) !=
-        b->types_synced)
+        b->types_synced || !lua_rawequal(L, 1, lua_upvalueindex(FUV_STATEMENT)))
         return call_slow(L);
     /* As c:exec_prepared(rows, name, oids, formats, ...) */
     lua_pushvalue(L, lua_upvalueindex(FUV_CONN));
@@ -2328,7 +2329,7 @@ static int fast_connection_execute(lua_State *L)
 {
     binding *b = lua_touserdata(L, lua_upvalueindex(FUV_CONN));
 
-    if (!fast_ready(L, b))
+    if (!fast_ready(L, b) || !lua_rawequal(L, 1, lua_upvalueindex(FUV_SELF)))
         return call_slow(L);
     /* As c:execute(nil, sql, ...) */
     lua_pushvalue(L, lua_upvalueindex(FUV_CONN));
@@ -2362,8 +2363,8 @@ static int conn_connection_execute(lua_State *L)
 
 /*
  * c:statement_execute(fallback, finish, conn, types_state, name, oids,
- * formats, rows, formats_version) returns the fast stmt:execute of a
- * statement whose result formats were chosen at that registry version.
+ * formats, rows, formats_version, stmt) returns the fast stmt:execute of
+ * a statement whose result formats were chosen at that registry version.
  */
 static int conn_statement_execute(lua_State *L)
 {
@@ -2372,7 +2373,8 @@ static int conn_statement_execute(lua_State *L)
     luaL_checktype(L, 7, LUA_TTABLE);
     luaL_checkstring(L, 8);
     luaL_checkinteger(L, 10);
-    lua_settop(L, 10);
+    luaL_checktype(L, 11, LUA_TTABLE);
+    lua_settop(L, 11);
     lua_pushboolean(L, lua_toboolean(L, 9));
     lua_replace(L, 9);
     lua_pushcclosure(L, fast_statement_execute, FUV_STATEMENT_COUNT);

@@ -277,6 +277,16 @@ describe("executing a statement again", function()
     end
   end)
 
+  it("runs on the object it is called on", function()
+    local a = assert(conn:prepare("select 'a' as v"))
+    local b = assert(conn:prepare("select 'b' as v"))
+    assert.equal("b", assert(a.execute(b))[1].v)
+    local other = trust()
+    local pid = assert(conn.execute(other, "select pg_backend_pid() as p"))[1].p
+    assert.equal(other:backend_pid(), pid)
+    other:close()
+  end)
+
   it("refuses to run after the connection closed", function()
     local stmt = assert(conn:prepare("select 1 as one"))
     conn:close()

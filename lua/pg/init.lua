@@ -610,7 +610,7 @@ set_formats = function(self)
   if math.type(self._formats_version) == "integer" then
     rawset(self, "execute", core:statement_execute(Statement.execute, finish_fast, conn,
       types_state, self.name, self.param_oids, self._formats, self.rows,
-      self._formats_version))
+      self._formats_version, self))
   end
 end
 
