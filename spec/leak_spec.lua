@@ -23,6 +23,9 @@ for _ = 1, 2 do
                       { { 1 }, { 2 } }, "x", pg.bytea("\0\1"), pg.json({ a = 1 })))
   local st = assert(conn:prepare("select $1::int4 as a, $2::uuid as u, $3::bytea as b"))
   for i = 1, 5 do assert(st:execute(i, "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "\0x")) end
+  local div = assert(conn:prepare("select 1 / $1::int4 as v"))
+  assert(not div:execute(0))
+  assert(not pcall(conn.execute, conn, "select $1::int[]", { 1, { 2 } }))
   st:close()
   local ins = assert(conn:prepare("select $1::int as v"))
   assert(ins:execute_many({ { 1 }, { 2 }, { 3 } }))
