@@ -2311,7 +2311,8 @@ static int fast_statement_execute(lua_State *L)
 
     if (!fast_ready(L, b) || b->has_encoders ||
         lua_tointeger(L, lua_upvalueindex(FUV_FORMATS_VERSION)) !=
-        b->types_synced || !lua_rawequal(L, 1, lua_upvalueindex(FUV_STATEMENT)))
+        b->types_synced ||
+        !lua_rawequal(L, 1, lua_upvalueindex(FUV_STATEMENT)))
         return call_slow(L);
     /* As c:exec_prepared(rows, name, oids, formats, ...) */
     lua_pushvalue(L, lua_upvalueindex(FUV_CONN));

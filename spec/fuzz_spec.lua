@@ -109,7 +109,11 @@ describe("random server bytes", function()
           socket = playback(GOOD_STARTUP .. answer),
         })
         local res, err
-        if how == "query" then res, err = conn:query("select 1") else res, err = conn:execute("select 1") end
+        if how == "query" then
+          res, err = conn:query("select 1")
+        else
+          res, err = conn:execute("select 1")
+        end
         assert.is_nil(res, how .. " " .. i)
         assert.equal("protocol", err.kind, how .. " " .. i)
         assert.matches("without completing its result", err.message)
