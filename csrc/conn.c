@@ -339,8 +339,30 @@ void pgc_conn_eof(pgc_conn *c)
     c->eof = 1;
 }
 
+/*
+ * Whether the server sends more after a message of this type without
+ * waiting for the client: not after ReadyForQuery, an authentication
+ * request (it may wait for the answer), or CopyInResponse and
+ * CopyBothResponse (they wait for data).  After an error that ends the
+ * session the server closes the connection, which ends any read.
+ */
+static int more_follows(char type)
+{
+    switch (type) {
+    case 'Z':
+    case 'R':
+    case 'G':
+    case 'W':
+        return 0;
+    default:
+        return 1;
+    }
+}
+
 size_t pgc_conn_read_hint(const pgc_conn *c)
 {
+    size_t need;
+
     switch (c->state) {
     case ST_SSL_RESPONSE:
         return 1;
@@ -354,7 +376,18 @@ size_t pgc_conn_read_hint(const pgc_conn *c)
          * still inside the next record: the record is what is missing. */
         return pgc_tls_read_hint(c->tls);
     }
-    return pgc_frame_need(&c->raw_in);
+    need = pgc_frame_need(&c->raw_in);
+    /* For the rest of a message that more will follow, the header of the
+     * next one too: one read instead of two. */
+    if (pgc_buf_len(&c->raw_in) >= 5) {
+        const char *head = pgc_buf_head(&c->raw_in);
+        uint32_t len = pgc_get_u32(head + 1);
+
+        if (len >= 4 && pgc_buf_len(&c->raw_in) - 1 < len &&
+            more_follows(head[0]))
+            need += 5;
+    }
+    return need;
 }
 
 /*

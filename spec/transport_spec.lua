@@ -156,6 +156,65 @@ describe("a wrapping transport", function()
   end)
 end)
 
+-- A transport over sock that counts its reads: receive(n) as LuaSocket
+-- has it, and, with any set, receiveany(max) as OpenResty's cosockets
+-- have it (what has arrived, at least one byte, at most max).
+local function counting_transport(sock, any)
+  local t = { reads = 0 }
+  function t:send(data, i, j) return sock:send(data, i, j) end
+  function t:close() return sock:close() end
+  if any then
+    function t:receiveany(max)
+      self.reads = self.reads + 1
+      sock:settimeout(5)
+      local first, err = sock:receive(1)
+      if not first then return nil, err end
+      sock:settimeout(0)
+      local more, _, partial = sock:receive(max - 1)
+      sock:settimeout(5)
+      return first .. (more or partial or "")
+    end
+  else
+    function t:receive(n)
+      self.reads = self.reads + 1
+      return sock:receive(n)
+    end
+  end
+  return t
+end
+
+describe("reading from a transport", function()
+  it("asks receive for the rest of a message and the next header at once", function()
+    local t = counting_transport(H.tcp(H.env.port))
+    local conn <close> = H.connect(H.config { user = "trustuser", socket = t })
+    local before = t.reads
+    assert(conn:execute("select 1 as one"))
+    -- ParseComplete, BindComplete, RowDescription, DataRow,
+    -- CommandComplete and ReadyForQuery: seven reads, not twelve.
+    assert.is_true(t.reads - before <= 7, "reads: " .. (t.reads - before))
+  end)
+
+  it("takes what has arrived from receiveany", function()
+    local t = counting_transport(H.tcp(H.env.port), true)
+    local conn <close> = H.connect(H.config { user = "trustuser", socket = t })
+    local before = t.reads
+    local res = assert(conn:query(
+      "select i, repeat('x', 20) as s from generate_series(1, 20000) i"))
+    assert.equal(20000, #res)
+    assert.equal(20000, res[20000].i)
+    assert.is_true(t.reads - before < 2000, "reads: " .. (t.reads - before))
+    assert.equal(1, H.value(conn, "select 1"))
+  end)
+
+  it("takes what has arrived from receiveany under TLS", function()
+    local t = counting_transport(H.tcp(H.env.port), true)
+    local conn <close> = H.connect(H.tls_config("scramuser", { socket = t }))
+    local res = assert(conn:query("select i from generate_series(1, 20000) i"))
+    assert.equal(20000, #res)
+    assert.is_table(conn:tls_info())
+  end)
+end)
+
 describe("a failing transport", function()
   it("that errors on receive gives an io error", function()
     local conn, err = pg.connect(H.config { user = "trustuser", socket = fake_transport {

@@ -259,8 +259,14 @@ local function transport_send(sock, data)
 end
 
 -- Receives n bytes (or up to n, for transports that return less).
--- Returns data, or nil, err, partial.
+-- At most this many bytes are asked of a transport's receiveany.
+local RECEIVE_ANY_MAX = 65536
+
+-- Returns data, or nil, err, partial.  n bytes are sure to come; a
+-- transport with receiveany (OpenResty's cosockets) is asked for what
+-- has arrived instead, up to RECEIVE_ANY_MAX.
 local function transport_receive(sock, n)
+  if sock.receiveany then return sock:receiveany(n > RECEIVE_ANY_MAX and n or RECEIVE_ANY_MAX) end
   if sock.receive then return sock:receive(n) end
   return sock:read(n)
 end
@@ -986,7 +992,8 @@ local function open(o, copts)
     ok, err = c:connect_native(host, o.port or 5432, o.connect_timeout, o.timeout)
     if ok then ok, err = c:startup_native() end
   else
-    if not (o.socket.send or o.socket.write) or not (o.socket.receive or o.socket.read) then
+    local sock = o.socket
+    if not (sock.send or sock.write) or not (sock.receive or sock.receiveany or sock.read) then
       c:close()
       return nil, options.error("socket must have send/receive (or write/read) methods",
                                 "socket")
