@@ -759,19 +759,52 @@ static int conn_startup_native(lua_State *L)
     return fail_conn(L, b);
 }
 
-/* c:startup_step() advances the startup over bytes fed so far.  Returns
- * true when done, "read" when more bytes are needed, or nil, err. */
+/* Takes the bytes a step function was given as argument 2, if any. */
+static void feed_arg(lua_State *L, binding *b)
+{
+    size_t len;
+    const char *p;
+
+    if (lua_type(L, 2) != LUA_TSTRING)
+        return;
+    p = lua_tolstring(L, 2, &len);
+    if (pgc_buf_append(pgc_conn_raw_in(b->c), p, len) < 0)
+        luaL_error(L, "out of memory");
+}
+
+/* What a step function returns when it needs bytes: "read", how many
+ * are sure to come (c:read_hint), and what is to be sent first, if
+ * anything (c:take_output). */
+static int want_read(lua_State *L, binding *b)
+{
+    pgc_buf *out = pgc_conn_raw_out(b->c);
+
+    lua_settop(L, 1);
+    lua_pushliteral(L, "read");
+    lua_pushinteger(L, (lua_Integer)pgc_conn_read_hint(b->c));
+    if (pgc_buf_len(out) == 0)
+        return 2;
+    lua_pushlstring(L, pgc_buf_head(out), pgc_buf_len(out));
+    pgc_buf_clear(out);
+    return 3;
+}
+
+/* c:startup_step([data]) advances the startup over the bytes fed so far
+ * and data.  Returns true when done, "read", hint [, output] (want_read)
+ * when more bytes are needed, or nil, err. */
 static int conn_startup_step(lua_State *L)
 {
     binding *b = check_open(L);
-    int rc = pgc_conn_startup(b->c);
+    int rc;
 
+    feed_arg(L, b);
+    rc = pgc_conn_startup(b->c);
     if (rc == PGC_DONE) {
         b->started = 1;
         return (lua_pushboolean(L, 1), 1);
     }
     if (rc == PGC_WANT_READ)
-        return (lua_pushliteral(L, "read"), 1);
+        return want_read(L, b);
     return fail_conn(L, b);
 }
 
@@ -2037,8 +2070,9 @@ static int conn_exec_prepared(lua_State *L)
     return run_native(L, b);
 }
 
-/* c:step() processes what was fed for a Lua transport: returns "read"
- * when more bytes are needed, else what the operation produced. */
+/* c:step([data]) processes what was fed for a Lua transport, and data:
+ * returns "read", hint [, output] (want_read) when more bytes are
+ * needed, else what the operation produced. */
 static int conn_step(lua_State *L)
 {
     binding *b = check_open(L);
@@ -2046,10 +2080,11 @@ static int conn_step(lua_State *L)
 
     if (b->op == OP_NONE)
         return luaL_error(L, "no operation in progress");
+    feed_arg(L, b);
     load_slots(L, b);
     rc = process(L, b);
     if (rc == PGC_WANT_READ)
-        return (lua_settop(L, 1), lua_pushliteral(L, "read"), 1);
+        return want_read(L, b);
     return op_finish(L, b, rc);
 }
 

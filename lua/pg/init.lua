@@ -271,34 +271,43 @@ local function transport_receive(sock, n)
   return sock:read(n)
 end
 
+-- One turn of drive.  A step that needs bytes returns "read", how many
+-- are sure to come and what to send first; one that is done returns its
+-- results, and what is left to send is taken.  Sends, returns the results
+-- when done, else reads and takes the next turn with the bytes (a tail
+-- call: the stack does not grow).
+local function drive_turn(self, step, c, sock, first, ...)
+  local hint, out
+  if first == "read" then
+    hint, out = ...
+  else
+    out = c:take_output()
+  end
+  if out then
+    local ok, err = transport_send(sock, out)
+    if not ok then
+      -- The step after a failure reports it; nothing more is read.
+      c:fail_io("could not send data to the server: " .. tostring(err))
+      if first == "read" then return step(c) end
+    end
+  end
+  if first ~= "read" then return first, ... end
+  local data, err, partial = transport_receive(sock, hint)
+  if data then return drive_turn(self, step, c, sock, step(c, data)) end
+  if partial and partial ~= "" then c:feed(partial) end
+  if err == "closed" then
+    c:feed(nil)
+  else
+    c:fail_io("could not receive data from the server: " .. tostring(err))
+  end
+  return drive_turn(self, step, c, sock, step(c))
+end
+
 -- Runs a step function of the core until it no longer asks for bytes,
 -- moving bytes over the caller's socket.  Returns what the step returned.
 local function drive(self, step)
-  local c, sock = self._core, self._socket
-  while true do
-    local r = table_pack(step(c))
-    local out = c:take_output()
-    if out then
-      local ok, err = transport_send(sock, out)
-      if not ok then
-        -- The step after a failure reports it; nothing more is read.
-        c:fail_io("could not send data to the server: " .. tostring(err))
-        if r[1] == "read" then return step(c) end
-      end
-    end
-    if r[1] ~= "read" then return table_unpack(r, 1, r.n) end
-    local data, err, partial = transport_receive(sock, c:read_hint())
-    if data then
-      c:feed(data)
-    else
-      if partial and partial ~= "" then c:feed(partial) end
-      if err == "closed" then
-        c:feed(nil)
-      else
-        c:fail_io("could not receive data from the server: " .. tostring(err))
-      end
-    end
-  end
+  local c = self._core
+  return drive_turn(self, step, c, self._socket, step(c))
 end
 
 ---------------------------------------------------------------------------
