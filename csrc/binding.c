@@ -91,8 +91,10 @@ typedef struct binding {
     lua_Integer types_synced;    /* type registry version synced, or -1 */
     int has_error;         /* UV_ERROR is set */
     int has_params;        /* UV_PARAMS is set */
-    int names_missing;     /* a column's type has no name known here */
+    int names_missing;     /* a result's column type has no name known
+                              here; for all results of the operation */
     int last_names_missing;      /* that of UV_LAST_COLUMNS/FIELDS */
+    int done_names_missing;      /* names_missing of the last operation */
     pgc_decode_env env;    /* for the slots of process(): load_slots */
     pgc_buf scratch;       /* decoding and Bind encoding */
     pgc_buf last_desc;     /* body of the last RowDescription */
@@ -1086,7 +1088,7 @@ static int row_description(lua_State *L, binding *b, const pgc_msg *m)
         lua_createtable(L, 1, 0);
         set_slot(L, SLOT_CURRENT, UV_CURRENT);
         b->cur_gen = b->last_desc_gen;
-        b->names_missing = b->last_names_missing;
+        b->names_missing |= b->last_names_missing;
         b->ncolumns = n;
         b->has_columns = 1;
         b->nrows = 0;
@@ -1105,7 +1107,7 @@ static int row_description(lua_State *L, binding *b, const pgc_msg *m)
      * goes through Lua's own reader.) */
     b->c_decimal_point = pgc_values_c_decimal_point();
     env->c_decimal_point = b->c_decimal_point;
-    b->names_missing = 0;
+    b->last_names_missing = 0;
     new_result(L, b, n);
     for (i = 0; i < n; i++) {
         size_t len;
@@ -1137,7 +1139,7 @@ static int row_description(lua_State *L, binding *b, const pgc_msg *m)
             lua_pushstring(L, tname);
             lua_setfield(L, -2, "type");
         } else {
-            b->names_missing = 1;
+            b->last_names_missing = 1;
         }
         lua_pushinteger(L, typmod);
         lua_setfield(L, -2, "modifier");
@@ -1157,7 +1159,7 @@ static int row_description(lua_State *L, binding *b, const pgc_msg *m)
     lua_pushvalue(L, SLOT_COLUMNS);
     lua_setiuservalue(L, 1, UV_LAST_COLUMNS);
     b->last_desc_gen = b->cur_gen;
-    b->last_names_missing = b->names_missing;
+    b->names_missing |= b->last_names_missing;
     if (pgc_buf_append(&b->last_desc, m->body, m->len) < 0)
         pgc_buf_clear(&b->last_desc);
     b->ncolumns = n;
@@ -1487,6 +1489,8 @@ static int op_finish(lua_State *L, binding *b, int rc)
     enum op op = b->op;
     lua_Integer i, n = b->nresults;
     int names_missing = b->names_missing;
+
+    b->done_names_missing = names_missing;
 
     /* Stack: 2 the error, 3 the results, and for a prepare 4..6 its
      * columns, fields and parameter types. */
@@ -2375,7 +2379,39 @@ static int fast_connection_execute(lua_State *L)
     return fast_results(L, conn_execute(L));
 }
 
-/* Checks the arguments both closures take: (c, fallback, finish, conn,
+/*
+ * conn:query(sql [, opts]) without opts.  The nres results of the query
+ * go to finish(conn, ...) when one of them lacks type names or the first
+ * is nil (an error).
+ */
+static int fast_connection_query(lua_State *L)
+{
+    binding *b = lua_touserdata(L, lua_upvalueindex(FUV_CONN));
+    int nres, base;
+
+    if (!fast_ready(L, b) || !lua_rawequal(L, 1, lua_upvalueindex(FUV_SELF)) ||
+        !lua_isnoneornil(L, 3))
+        return call_slow(L);
+    /* As c:send_query(sql), then the run */
+    lua_pushvalue(L, lua_upvalueindex(FUV_CONN));
+    lua_replace(L, 1);
+    lua_settop(L, 2);
+    nres = conn_send_query(L);
+    if (nres == 1 && lua_type(L, -1) == LUA_TBOOLEAN) {
+        lua_settop(L, 1);
+        nres = run_native(L, b);
+        if (nres >= 1 && !lua_isnil(L, -nres) && !b->done_names_missing)
+            return nres;
+    }
+    base = lua_gettop(L) - nres;
+    lua_pushvalue(L, lua_upvalueindex(FUV_FINISH));
+    lua_pushvalue(L, lua_upvalueindex(FUV_SELF));
+    lua_rotate(L, base + 1, 2);
+    lua_call(L, nres + 1, LUA_MULTRET);
+    return lua_gettop(L) - base;
+}
+
+/* Checks the arguments the closures take: (c, fallback, finish, conn,
  * types_state). */
 static void check_fast_args(lua_State *L)
 {
@@ -2387,13 +2423,21 @@ static void check_fast_args(lua_State *L)
 
 /*
  * c:connection_execute(fallback, finish, conn, types_state) returns the
- * fast conn:execute.
+ * fast conn:execute; c:connection_query(...) the fast conn:query.
  */
 static int conn_connection_execute(lua_State *L)
 {
     check_fast_args(L);
     lua_settop(L, 5);
     lua_pushcclosure(L, fast_connection_execute, 5);
+    return 1;
+}
+
+static int conn_connection_query(lua_State *L)
+{
+    check_fast_args(L);
+    lua_settop(L, 5);
+    lua_pushcclosure(L, fast_connection_query, 5);
     return 1;
 }
 
@@ -2453,6 +2497,7 @@ static const luaL_Reg conn_methods[] = {
     { "result_formats", conn_result_formats },
     { "statement_execute", conn_statement_execute },
     { "connection_execute", conn_connection_execute },
+    { "connection_query", conn_connection_query },
     { "set_dirty", conn_set_dirty },
     { "types_synced", conn_types_synced },
     { "send_close", conn_send_close },

@@ -135,6 +135,24 @@ describe("conn:query", function()
       assert.are.equal(1, first[1].v)
       assert.are.equal(2, second[1].v)
     end)
+
+    it("carry the type names of every statement's columns", function()
+      local c <close> = connect()
+      assert(c:query("create type pg_temp.hue as enum ('red', 'blue')"))
+      for _ = 1, 2 do
+        local a, b, d = c:query("select 1 as n; select 'red'::pg_temp.hue as h; select 2 as m")
+        assert.are.equal("int4", a.fields[1].type)
+        assert.are.equal("hue", b.fields[1].type)
+        assert.are.equal("red", b[1].h)
+        assert.are.equal(2, d[1].m)
+      end
+    end)
+
+    it("take the row shape per call", function()
+      local res = assert(conn:query("select 1 as a, 2 as b", { rows = "arrays" }))
+      assert.are.same({ 1, 2 }, res[1])
+      assert.are.equal(1, assert(conn:query("select 1 as a"))[1].a)
+    end)
   end)
 
   describe("command tags", function()

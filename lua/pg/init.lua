@@ -1014,8 +1014,10 @@ local function open(o, copts)
     ok, err = sync_types(self)
   end
   if ok then
-    -- conn:execute goes straight to the core while nothing is pending.
+    -- conn:execute and conn:query go straight to the core while nothing
+    -- is pending.
     self.execute = c:connection_execute(Connection.execute, finish_fast, self, types_state)
+    self.query = c:connection_query(Connection.query, finish, self, types_state)
   end
   if not ok then
     self:close()
