@@ -271,6 +271,19 @@ describe("a failing transport", function()
     assert.are.equal("io", err.kind)
   end)
 
+  it("that returns no bytes gives an io error instead of spinning", function()
+    local sock = H.tcp(H.env.port)
+    local t = {
+      send = function(_, data, i, j) return sock:send(data, i, j) end,
+      receive = function() return "" end,
+      close = function() sock:close() end,
+    }
+    local conn, err = pg.connect(H.config { user = "trustuser", socket = t })
+    assert.is_nil(conn)
+    assert.equal("io", err.kind)
+    assert.matches("no bytes", err.message)
+  end)
+
   it("that closes before the server answers gives an io error", function()
     local _, err = pg.connect(H.config { user = "trustuser", socket = fake_transport {
       send = accept_all,

@@ -293,7 +293,9 @@ local function drive_turn(self, step, c, sock, first, ...)
   end
   if first ~= "read" then return first, ... end
   local data, err, partial = transport_receive(sock, hint)
-  if data then return drive_turn(self, step, c, sock, step(c, data)) end
+  if data and data ~= "" then return drive_turn(self, step, c, sock, step(c, data)) end
+  -- No bytes and no error would have the loop spin: it is an error too.
+  if data then err = "the transport returned no bytes" end
   if partial and partial ~= "" then c:feed(partial) end
   if err == "closed" then
     c:feed(nil)
