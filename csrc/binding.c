@@ -51,7 +51,9 @@ enum {
     UV_LAST_MT,         /* metatable of the last result shape, for reuse */
     UV_EMPTY_COLUMNS,   /* columns of results without rows (INSERT, ...) */
     UV_EMPTY_FIELDS,    /* and their fields */
-    UV_COUNT = UV_EMPTY_FIELDS
+    UV_TAG_SHAPES,      /* command tag -> metatable, for results without
+                           columns (see set_shape) */
+    UV_COUNT = UV_TAG_SHAPES
 };
 
 /* What the operation in progress is. */
@@ -103,6 +105,7 @@ typedef struct binding {
     unsigned long last_desc_gen; /* that of UV_LAST_COLUMNS/FIELDS */
     unsigned long shape_gen;     /* that of UV_LAST_MT */
     int shape_valid;
+    int tag_shapes;        /* entries in UV_TAG_SHAPES */
     pgc_buf shape_tag;     /* the command tag of UV_LAST_MT */
     pgc_buf formats;       /* result format codes for Bind */
     pgc_buf batch;         /* the messages of a batch being encoded */
@@ -1272,6 +1275,7 @@ static void set_shape(lua_State *L, binding *b, const char *tag, size_t len,
                       int empty)
 {
     const char *space, *last;
+    int by_tag = !empty && b->cur_gen == 0;
 
     if (!empty && b->shape_valid && b->shape_gen == b->cur_gen &&
         pgc_buf_len(&b->shape_tag) == len &&
@@ -1279,6 +1283,20 @@ static void set_shape(lua_State *L, binding *b, const char *tag, size_t len,
         if (lua_getiuservalue(L, 1, UV_LAST_MT) == LUA_TTABLE) {
             lua_setmetatable(L, SLOT_CURRENT);
             return;
+        }
+        lua_pop(L, 1);
+    }
+    /* A result without columns is its tag alone: BEGIN, COMMIT and
+     * INSERT 0 1 in turn find theirs in UV_TAG_SHAPES. */
+    if (by_tag) {
+        if (lua_getiuservalue(L, 1, UV_TAG_SHAPES) == LUA_TTABLE) {
+            lua_pushlstring(L, tag, len);
+            if (lua_rawget(L, -2) == LUA_TTABLE) {
+                lua_setmetatable(L, SLOT_CURRENT);
+                lua_pop(L, 1);
+                return;
+            }
+            lua_pop(L, 1);
         }
         lua_pop(L, 1);
     }
@@ -1322,6 +1340,24 @@ static void set_shape(lua_State *L, binding *b, const char *tag, size_t len,
         pgc_buf_clear(&b->shape_tag);
         b->shape_valid = pgc_buf_append(&b->shape_tag, tag, len) == 0;
         b->shape_gen = b->cur_gen;
+    }
+    if (by_tag) {
+        /* Tags with row counts are many: the cache starts again when
+         * full. */
+        if (b->tag_shapes >= 64 ||
+            lua_getiuservalue(L, 1, UV_TAG_SHAPES) != LUA_TTABLE) {
+            if (b->tag_shapes < 64)
+                lua_pop(L, 1);
+            lua_newtable(L);
+            lua_pushvalue(L, -1);
+            lua_setiuservalue(L, 1, UV_TAG_SHAPES);
+            b->tag_shapes = 0;
+        }
+        lua_pushlstring(L, tag, len);
+        lua_pushvalue(L, -3);
+        lua_rawset(L, -3);
+        lua_pop(L, 1);
+        b->tag_shapes++;
     }
     lua_setmetatable(L, SLOT_CURRENT);
 }

@@ -173,6 +173,23 @@ describe("conn:query", function()
       assert(c:query "delete from tags; insert into tags values (1, 'a'), (2, 'b'), (3, 'c')")
     end)
 
+    it("stay right for results without columns that come in turn", function()
+      for i = 1, 70 do
+        local b = assert(c:query "begin")
+        local ins = assert(c:execute("insert into tags values ($1::int, 'x')", 100 + i))
+        local upd = assert(c:execute("update tags set name = 'y' where id <= $1::int", i % 3))
+        local e = assert(c:query "commit")
+        assert.are.equal("BEGIN", b.command)
+        assert.is_nil(b.affected)
+        assert.are.equal("INSERT 0 1", ins.tag)
+        assert.are.equal(1, ins.affected)
+        assert.are.equal("UPDATE " .. (i % 3), upd.tag)
+        assert.are.equal(i % 3, upd.affected)
+        assert.are.equal("COMMIT", e.tag)
+        assert.are.same({}, e.columns)
+      end
+    end)
+
     it("name SELECT with the number of rows", function()
       local res = assert(c:query "select * from tags")
       assert.are.equal("SELECT", res.command)
