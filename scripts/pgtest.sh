@@ -6,9 +6,11 @@
 #   scripts/pgtest.sh stop DIR    stops the servers and removes DIR
 #
 # start makes, under DIR:
-#   certs/       a CA, a server certificate for localhost and 127.0.0.1,
-#                client certificates whose CN is the database user, and a
-#                second, unrelated CA with a client certificate of its own;
+#   certs/       a CA, a server certificate for localhost and 127.0.0.1
+#                (and, for the same key, ones signed with SHA-384 and
+#                SHA-512), client certificates whose CN is the database
+#                user, and a second, unrelated CA with a client
+#                certificate of its own;
 #                for the hostile test server, server certificates that are
 #                expired, not yet valid, for another host, or revoked in
 #                the CA's revocation list ca.crl
@@ -125,6 +127,20 @@ new_cert() {
     rm -f "$CERTS/$name.ext"
 }
 
+# Signs another certificate for an existing key, with the given digest:
+#   resign_cert NAME KEY CA "Common Name" EXTENSIONS DIGEST
+# writes NAME.crt for the key in KEY.key.
+resign_cert() {
+    local name=$1 key=$2 ca=$3 cn=$4 extensions=$5 digest=$6
+    printf '%s\n' "$extensions" >"$CERTS/$name.ext"
+    openssl req -new -key "$CERTS/$key.key" -subj "/CN=$cn" |
+        openssl x509 -req -days 825 "-$digest" \
+            -CA "$CERTS/$ca.crt" -CAkey "$CERTS/$ca.key" \
+            -set_serial "0x$(openssl rand -hex 8)" \
+            -extfile "$CERTS/$name.ext" -out "$CERTS/$name.crt" 2>/dev/null
+    rm -f "$CERTS/$name.ext"
+}
+
 # Makes a certificate signed by the test CA with "openssl ca", which,
 # unlike "openssl x509", sets any validity period and keeps the record
 # that a revocation list is made from:
@@ -218,6 +234,13 @@ authorityKeyIdentifier=keyid"
 
     new_ca ca "pgtest CA"
     new_cert server ca localhost "$server_ext"
+    # The server's key again, in certificates signed with other digests,
+    # for which tls-server-end-point hashes with SHA-384 and SHA-512.
+    local digest
+    for digest in sha384 sha512; do
+        resign_cert "server-$digest" server ca "pgtest $digest server" \
+            "$server_ext" "$digest"
+    done
     new_cert certuser ca certuser "$client_ext"
     new_cert scramuser ca scramuser "$client_ext"
 
@@ -311,9 +334,11 @@ setup_tls_server() {
 
     # The server key must belong to the server's user with mode 0600, so
     # the server gets copies of its files inside the data directory.
-    cp "$CERTS/server.crt" "$CERTS/server.key" "$CERTS/ca.crt" "$data/"
+    cp "$CERTS/server.crt" "$CERTS/server.key" "$CERTS/ca.crt" \
+        "$CERTS"/server-sha*.crt "$data/"
     chmod 600 "$data/server.key"
-    give_to_server_user "$data/server.crt" "$data/server.key" "$data/ca.crt"
+    give_to_server_user "$data/server.crt" "$data/server.key" "$data/ca.crt" \
+        "$data"/server-sha*.crt
 
     cat >"$data/pg_hba.conf" <<'EOF'
 local   all  all                     trust

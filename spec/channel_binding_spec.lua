@@ -140,3 +140,51 @@ describe("SCRAM-SHA-256-PLUS offered without TLS", function()
     assert.is_true(rest == "" or rest:sub(1, 1) == "X", "sent: " .. rest:sub(1, 1))
   end)
 end)
+
+-- The test server presents, for the same key, certificates signed with
+-- other digests, set with ALTER SYSTEM and a reload.  tls-server-end-point
+-- hashes the certificate with its signature's hash (RFC 5929); the server
+-- computes the same, so a login that requires channel binding succeeds
+-- only when both agree.  (The server's OpenSSL refuses to load a SHA-1
+-- signed certificate, so the rule that SHA-1 hashes as SHA-256 is not
+-- tried here.)
+describe("channel binding with server certificates signed with", function()
+  local admin
+
+  -- Makes the server present file (in its data directory) and waits
+  -- until a new TLS connection sees the certificate named by cn.
+  local function present(file, cn)
+    assert(admin:query("alter system set ssl_cert_file = '" .. file .. "'"))
+    assert(admin:query("select pg_reload_conf()"))
+    local subject
+    for _ = 1, 50 do
+      local conn = pg.connect(H.config { user = "trustuser", ssl_mode = "require" })
+      subject = conn and conn:tls_info().peer_subject
+      if conn then conn:close() end
+      if subject and subject:find(cn, 1, true) then return true end
+      require("socket").sleep(0.1)
+    end
+    return false, subject
+  end
+
+  setup(function()
+    admin = H.connect(H.config { user = "postgres" })
+  end)
+
+  teardown(function()
+    assert(present("server.crt", "CN=localhost"))
+    admin:close()
+  end)
+
+  for _, digest in ipairs { "sha384", "sha512" } do
+    it(digest .. " authenticate with channel_binding = require", function()
+      local ok, seen = present("server-" .. digest .. ".crt", digest .. " server")
+      assert(ok, "the server did not present its " .. digest .. " certificate, but "
+               .. tostring(seen))
+      local conn <close> = H.connect(tls_login("scramuser", { channel_binding = "require" }))
+      assert.is_true(conn:tls_info().channel_binding)
+      assert.matches(digest .. " server", conn:tls_info().peer_subject, 1, true)
+      assert.are.equal("scramuser", H.value(conn, "select current_user"))
+    end)
+  end
+end)
