@@ -856,12 +856,15 @@ local function check_ending(tx)
   end
 end
 
--- Marks tx ended; returns its connection and its savepoint's name.
+-- Marks tx ended; returns its connection and, for a nested one, its
+-- savepoint's name.
 local function end_tx(tx)
   check_ending(tx)
   tx.done = true
-  tx.conn._tx_depth = tx.depth - 1
-  return tx.conn, "pgc_savepoint_" .. (tx.depth - 1)
+  local depth = tx.depth - 1
+  tx.conn._tx_depth = depth
+  if depth == 0 then return tx.conn end
+  return tx.conn, "pgc_savepoint_" .. depth
 end
 
 -- The error of a commit that the server turned into a rollback, with the
@@ -925,26 +928,36 @@ end
 -- only nils).
 -- When fn raises, rolls back and raises the error again; when fn returns
 -- nil, err, or a statement in it failed, rolls back and returns nil, err.
+-- Whether any of the arguments is not nil.
+local function any_value(...)
+  for i = 1, select("#", ...) do
+    if (select(i, ...)) ~= nil then return true end
+  end
+  return false
+end
+
+-- Ends tx after fn ran: ok and what follows are what pcall returned.
+local function end_transaction(self, tx, ok, ...)
+  if not ok then
+    if not tx.done and self._tx_depth == tx.depth then pcall(tx.rollback, tx) end
+    error((...), 0)
+  end
+  local first, second = ...
+  if first == nil and second ~= nil then
+    tx:rollback()
+    return nil, second
+  end
+  local committed, err = tx:commit()
+  if not committed then return nil, err end
+  if first ~= nil or any_value(...) then return ... end
+  return true
+end
+
 function Connection:transaction(fn, opts)
   if type(fn) ~= "function" then error("transaction expects a function", 2) end
   local tx, err = self:begin(opts)
   if not tx then return nil, err end
-  local r = table_pack(pcall(fn, self))
-  if not r[1] then
-    if not tx.done and self._tx_depth == tx.depth then pcall(tx.rollback, tx) end
-    error(r[2], 0)
-  end
-  if r[2] == nil and r[3] ~= nil then
-    tx:rollback()
-    return nil, r[3]
-  end
-  local ok
-  ok, err = tx:commit()
-  if not ok then return nil, err end
-  for i = 2, r.n do
-    if r[i] ~= nil then return table_unpack(r, 2, r.n) end
-  end
-  return true
+  return end_transaction(self, tx, pcall(fn, self))
 end
 
 -- Asks the server to cancel the statement running on this connection
