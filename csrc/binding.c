@@ -94,9 +94,9 @@ typedef struct binding {
     int has_error;         /* UV_ERROR is set */
     int has_params;        /* UV_PARAMS is set */
     int names_missing;     /* a result's column type has no name known
-                              here; for all results of the operation */
+                              here; for all results of the operation,
+                              kept after it until the next one begins */
     int last_names_missing;      /* that of UV_LAST_COLUMNS/FIELDS */
-    int done_names_missing;      /* names_missing of the last operation */
     pgc_decode_env env;    /* for the slots of process(): load_slots */
     pgc_buf scratch;       /* decoding and Bind encoding */
     pgc_buf last_desc;     /* body of the last RowDescription */
@@ -778,7 +778,7 @@ static void feed_arg(lua_State *L, binding *b)
 }
 
 /* What a step function returns when it needs bytes: "read", how many
- * are sure to come (c:read_hint), and what is to be sent first, if
+ * are sure to come (pgc_conn_read_hint), and what is to be sent first, if
  * anything (c:take_output). */
 static int want_read(lua_State *L, binding *b)
 {
@@ -826,15 +826,6 @@ static int conn_take_output(lua_State *L)
         return 0;
     lua_pushlstring(L, pgc_buf_head(out), pgc_buf_len(out));
     pgc_buf_clear(out);
-    return 1;
-}
-
-/* c:read_hint() returns how many bytes must arrive before progress. */
-static int conn_read_hint(lua_State *L)
-{
-    binding *b = check_open(L);
-
-    lua_pushinteger(L, (lua_Integer)pgc_conn_read_hint(b->c));
     return 1;
 }
 
@@ -1172,11 +1163,9 @@ static int row_description(lua_State *L, binding *b, const pgc_msg *m)
 }
 
 /* Keeps the first error of an operation in UV_ERROR. */
-static void keep_error(lua_State *L, const char *kind, const char *message,
-                       const pgc_msg *server)
+static void keep_error(lua_State *L, binding *b, const char *kind,
+                       const char *message, const pgc_msg *server)
 {
-    binding *b = lua_touserdata(L, 1);
-
     if (b->has_error)
         return;
     push_error(L, kind, message);
@@ -1230,7 +1219,7 @@ static int data_row(lua_State *L, binding *b, const pgc_msg *m)
             lua_rawgeti(L, SLOT_COLUMNS, i + 1);
             lua_pushfstring(L, "cannot decode column '%s': %s",
                             lua_tostring(L, -1), err);
-            keep_error(L, "protocol", lua_tostring(L, -1), NULL);
+            keep_error(L, b, "protocol", lua_tostring(L, -1), NULL);
             lua_pop(L, 2);
             return 0;
         }
@@ -1378,7 +1367,8 @@ static void finish_result(lua_State *L, binding *b, const char *tag,
 
 /* Handles ParameterDescription: the prepared statement's parameter
  * types, as a sequence of OIDs in SLOT_PARAMS. */
-static int parameter_description(lua_State *L, const pgc_msg *m)
+static int parameter_description(lua_State *L, binding *b,
+                                 const pgc_msg *m)
 {
     pgc_reader r;
     int n, i;
@@ -1399,7 +1389,7 @@ static int parameter_description(lua_State *L, const pgc_msg *m)
     lua_pushvalue(L, -1);
     lua_setiuservalue(L, 1, UV_PARAMS);
     lua_replace(L, SLOT_PARAMS);
-    ((binding *)lua_touserdata(L, 1))->has_params = 1;
+    b->has_params = 1;
     return 0;
 }
 
@@ -1455,7 +1445,7 @@ static int process(lua_State *L, binding *b)
         case 'n':
             break;
         case 't':
-            if (parameter_description(L, &m) < 0)
+            if (parameter_description(L, b, &m) < 0)
                 goto malformed;
             break;
         case 'I':
@@ -1464,18 +1454,18 @@ static int process(lua_State *L, binding *b)
             add_result(L, b);
             break;
         case 'E':
-            keep_error(L, "server", "server error", &m);
+            keep_error(L, b, "server", "server error", &m);
             break;
         case 'G':
         case 'W':
-            keep_error(L, "protocol", "COPY FROM STDIN is not supported",
+            keep_error(L, b, "protocol", "COPY FROM STDIN is not supported",
                        NULL);
             if (pgc_conn_send_copy_fail(b->c, "COPY FROM STDIN is not "
                                         "supported by this client") < 0)
                 return PGC_FAIL;
             break;
         case 'H':
-            keep_error(L, "protocol", "COPY TO STDOUT is not supported",
+            keep_error(L, b, "protocol", "COPY TO STDOUT is not supported",
                        NULL);
             b->copy_out = 1;
             break;
@@ -1524,9 +1514,6 @@ static int op_finish(lua_State *L, binding *b, int rc)
 {
     enum op op = b->op;
     lua_Integer i, n = b->nresults;
-    int names_missing = b->names_missing;
-
-    b->done_names_missing = names_missing;
 
     /* Stack: 2 the error, 3 the results, and for a prepare 4..6 its
      * columns, fields and parameter types. */
@@ -1589,7 +1576,7 @@ static int op_finish(lua_State *L, binding *b, int rc)
         if (n == 0)
             return 0;
         lua_pushvalue(L, 3);
-        if (!names_missing)
+        if (!b->names_missing)
             return 1;
         lua_pushnil(L);
         lua_pushboolean(L, 1);
@@ -2436,7 +2423,7 @@ static int fast_connection_query(lua_State *L)
     if (nres == 1 && lua_type(L, -1) == LUA_TBOOLEAN) {
         lua_settop(L, 1);
         nres = run_native(L, b);
-        if (nres >= 1 && !lua_isnil(L, -nres) && !b->done_names_missing)
+        if (nres >= 1 && !lua_isnil(L, -nres) && !b->names_missing)
             return nres;
     }
     base = lua_gettop(L) - nres;
@@ -2457,24 +2444,27 @@ static void check_fast_args(lua_State *L)
     luaL_checktype(L, 5, LUA_TTABLE);
 }
 
+/* Returns fn as a closure over the arguments check_fast_args checks. */
+static int push_connection_fast(lua_State *L, lua_CFunction fn)
+{
+    check_fast_args(L);
+    lua_settop(L, 5);
+    lua_pushcclosure(L, fn, 5);
+    return 1;
+}
+
 /*
  * c:connection_execute(fallback, finish, conn, types_state) returns the
  * fast conn:execute; c:connection_query(...) the fast conn:query.
  */
 static int conn_connection_execute(lua_State *L)
 {
-    check_fast_args(L);
-    lua_settop(L, 5);
-    lua_pushcclosure(L, fast_connection_execute, 5);
-    return 1;
+    return push_connection_fast(L, fast_connection_execute);
 }
 
 static int conn_connection_query(lua_State *L)
 {
-    check_fast_args(L);
-    lua_settop(L, 5);
-    lua_pushcclosure(L, fast_connection_query, 5);
-    return 1;
+    return push_connection_fast(L, fast_connection_query);
 }
 
 /*
@@ -2522,7 +2512,6 @@ static const luaL_Reg conn_methods[] = {
     { "startup_native", conn_startup_native },
     { "startup_step", conn_startup_step },
     { "take_output", conn_take_output },
-    { "read_hint", conn_read_hint },
     { "feed", conn_feed },
     { "fail_io", conn_fail_io },
     { "send_query", conn_send_query },
