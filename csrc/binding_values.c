@@ -299,15 +299,18 @@ static int parse_short_decimal(const char *p, size_t len, double *out)
         v = scale < 0 ? v / powers[-scale] : v * powers[scale];
     } else {
 #if LDBL_MANT_DIG >= 64
-        long double q, pow10 = 1.0L;
-        int i;
+        /* Exact: 10^27 is 5^27 * 2^27, and 5^27 needs 63 bits. */
+        static const long double lpowers[] = {
+            1e0L, 1e1L, 1e2L, 1e3L, 1e4L, 1e5L, 1e6L, 1e7L, 1e8L, 1e9L,
+            1e10L, 1e11L, 1e12L, 1e13L, 1e14L, 1e15L, 1e16L, 1e17L, 1e18L,
+            1e19L, 1e20L, 1e21L, 1e22L, 1e23L, 1e24L, 1e25L, 1e26L, 1e27L
+        };
+        long double q;
 
         if (scale < -27 || scale > 27)
             return -1;
-        for (i = 0; i < (scale < 0 ? -scale : scale); i++)
-            pow10 *= 10.0L;     /* exact: 10^27 needs 64 bits */
         q = (long double)digits;
-        q = scale < 0 ? q / pow10 : q * pow10;
+        q = scale < 0 ? q / lpowers[-scale] : q * lpowers[scale];
         v = (double)q;
         /* Half-way between v and a neighbour: let strtod decide. */
         if (q != (long double)v &&
