@@ -536,6 +536,15 @@ function Connection:query(sql, opts)
   return finish(self, run(self))
 end
 
+-- Ends an execution from what the core returned for it (res, or nil,
+-- err; names_missing when a column's type name must be looked up).  The
+-- fast execute functions (see set_formats) hand their results here too.
+local function finish_fast(conn, res, err, names_missing)
+  if res == nil then return failed(conn, err) end
+  if names_missing then return with_type_names(conn, res) end
+  return res
+end
+
 -- Runs one statement with $1..$n parameters through the extended
 -- protocol on the unnamed statement.  Returns its result, or nil, err.
 function Connection:execute(sql, ...)
@@ -547,9 +556,7 @@ function Connection:execute(sql, ...)
   local c = self._core
   local res, err, names_missing = c:execute(nil, sql, ...)
   if res == true then res, err, names_missing = drive(self, c.step) end
-  if res == nil then return failed(self, err) end
-  if names_missing then return with_type_names(self, res) end
-  return res
+  return finish_fast(self, res, err, names_missing)
 end
 
 ---------------------------------------------------------------------------
@@ -557,14 +564,6 @@ end
 ---------------------------------------------------------------------------
 
 local rolled_back_error, set_formats
-
--- What the fast execute functions (see set_formats) hand back to Lua: a
--- failure, or a result whose type names must be looked up.
-local function finish_fast(conn, res, err, names_missing)
-  if res == nil then return failed(conn, err) end
-  if names_missing then return with_type_names(conn, res) end
-  return res
-end
 
 local Statement = {}
 Statement.__index = Statement
@@ -657,9 +656,7 @@ function Statement:execute(...)
     r1, r2, r3 = core:exec_prepared(self.rows, self.name, self.param_oids, self._formats, ...)
   end
   if r1 == true then r1, r2, r3 = drive(conn, core.step) end
-  if r1 == nil then return failed(conn, r2) end
-  if r3 then return with_type_names(conn, r1) end
-  return r1
+  return finish_fast(conn, r1, r2, r3)
 end
 
 -- How many executions execute_many sends per round trip.  The replies to
