@@ -8,6 +8,8 @@ local remove = os.remove
 local tmpname = os.tmpname
 local concat = table.concat
 
+local H = require "support.helper"
+
 -- The repository root, found from this file's own path.
 local ROOT = (debug.getinfo(1, "S").source:match("^@(.*)/spec/[^/]*$")) or "."
 
@@ -18,10 +20,7 @@ local SOURCES = {
   "csrc/tls.c",
 }
 
--- Quotes s for /bin/sh.
-local function shell_quote(s)
-  return "'" .. s:gsub("'", "'\\''") .. "'"
-end
+local shell_quote = H.shell_quote
 
 -- Runs a shell command; returns true when it exited with status 0, and
 -- everything it wrote to stdout and stderr.

@@ -9,9 +9,7 @@ local function write(name, text, mode)
   return H.write_file(tmpdir, name, text, mode)
 end
 
-local function shell_quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
+local shell_quote = H.shell_quote
 
 -- Runs a Lua chunk in a new process with the given environment variables
 -- (and none of the PG* ones of this process); returns its output.

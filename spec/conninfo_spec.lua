@@ -31,14 +31,12 @@ package.loaded["pg.ssl"] = {
 }
 package.loaded["pg.conninfo"] = nil
 local conninfo = require("pg.conninfo")
+local H = require "support.helper"
 
 -- A temporary directory for the files of these specs, removed at the end.
 local tmpdir
 
--- Quotes `text` for a POSIX shell.
-local function shell_quote(text)
-  return "'" .. text:gsub("'", "'\\''") .. "'"
-end
+local shell_quote = H.shell_quote
 
 -- Writes `text` to `name` inside tmpdir with file mode `mode` ("600" unless
 -- given) and returns the full path.

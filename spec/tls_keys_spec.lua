@@ -7,9 +7,7 @@
 local pg = require "pg"
 local H = require "support.helper"
 
-local function quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
+local quote = H.shell_quote
 
 -- Runs a shell command quietly; raises if it fails.
 local function sh(command)

@@ -9,9 +9,8 @@
 
 local ROOT = (debug.getinfo(1, "S").source:match("^@(.*)/spec/[^/]*$")) or "."
 
-local function quote(s)
-  return "'" .. s:gsub("'", "'\\''") .. "'"
-end
+local H = require "support.helper"
+local quote = H.shell_quote
 
 -- Runs a shell command; returns whether it succeeded and its output.
 local function run(command)

@@ -37,10 +37,7 @@ local function run(command)
   assert(ok, "command failed: " .. command)
 end
 
--- Quotes s for /bin/sh.
-local function quote(s)
-  return "'" .. s:gsub("'", "'\\''") .. "'"
-end
+local quote = H.shell_quote
 
 describe("a TLS connection", function()
   local conn

@@ -179,17 +179,22 @@ function H.backend_gone(pid)
   return false
 end
 
+-- Returns s quoted for a POSIX shell.
+function H.shell_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
 -- Makes a new empty temporary directory and returns its path.
 function H.tmpdir()
   local dir = os.tmpname()
   os.remove(dir)
-  assert(os.execute("mkdir -p '" .. dir .. "'"))
+  assert(os.execute("mkdir -p " .. H.shell_quote(dir)))
   return dir
 end
 
 -- Removes a directory made by H.tmpdir.
 function H.rmdir(dir)
-  os.execute("rm -rf '" .. dir .. "'")
+  os.execute("rm -rf " .. H.shell_quote(dir))
 end
 
 -- Writes text to name inside dir with the given mode (default 600) and
@@ -199,7 +204,7 @@ function H.write_file(dir, name, text, mode)
   local f = assert(io.open(path, "w"))
   f:write(text)
   f:close()
-  assert(os.execute("chmod " .. (mode or "600") .. " '" .. path .. "'"))
+  assert(os.execute("chmod " .. (mode or "600") .. " " .. H.shell_quote(path)))
   return path
 end
 

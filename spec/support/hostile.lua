@@ -13,6 +13,7 @@
 -- a busted finally() so that a failing spec does not leave it behind.
 
 local socket = require "socket"
+local H = require "support.helper"
 
 local gettime, sleep = socket.gettime, socket.sleep
 
@@ -27,10 +28,7 @@ local POLL = 0.01
 local SCRIPT = package.searchpath("support.hostile_server", package.path)
   or "spec/support/hostile_server.lua"
 
--- Quotes s for the shell.
-local function shell_quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
+local shell_quote = H.shell_quote
 
 -- Returns the whole content of path, or nil when it cannot be read.
 local function read_file(path)
