@@ -355,11 +355,13 @@ local function with_source(err, source)
   return err
 end
 
--- Checks that `keyword` is one libpq knows. Returns true, or nil and an error.
-local function check_known(keyword, value)
+-- Sets kw[keyword] to value when keyword is one libpq knows. Returns true, or
+-- nil and an error.
+local function set_known(kw, keyword, value)
   if KEYWORDS[keyword] == nil then
     return nil, unknown_keyword(keyword, value)
   end
+  kw[keyword] = value
   return true
 end
 
@@ -581,11 +583,10 @@ local function parse_uri_query(kw, query)
       keyword, value = "sslmode", "require"
     end
     local ok
-    ok, err = check_known(keyword, value)
+    ok, err = set_known(kw, keyword, value)
     if not ok then
       return nil, err
     end
-    kw[keyword] = value
   end
   return true
 end
@@ -696,11 +697,10 @@ local function parse_keyvalue(str)
     end
     pos = err
     local ok
-    ok, err = check_known(keyword, value)
+    ok, err = set_known(kw, keyword, value)
     if not ok then
       return nil, err
     end
-    kw[keyword] = value
   end
 end
 
