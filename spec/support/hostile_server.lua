@@ -198,20 +198,27 @@ local function relay(client, upstream)
   end
 end
 
--- Answers 'S' and relays the connection to a TLS server presenting cert.
-local function tls_relay(client, cert, key, extra)
-  assert(cert and key, "tls-relay needs a certificate and a key file")
-  assert(read_ssl_request(client), "no SSLRequest")
+-- Relays the connection to a TLS server presenting cert (what scenario,
+-- named in errors, needs), once it listens; first sends the client
+-- answer, when given.
+local function relay_to_tls_server(scenario, client, cert, key, extra, answer)
+  assert(cert and key, scenario .. " needs a certificate and a key file")
   local port = free_port()
   local pid = start_tls_server(port, cert, key, extra)
   local upstream, err = connect_upstream(port)
   if upstream then
-    assert(send_all(client, "S"))
+    if answer then assert(send_all(client, answer)) end
     relay(client, upstream)
     upstream:close()
   end
   os.execute("kill " .. pid .. " 2>/dev/null")
   assert(upstream, err)
+end
+
+-- Answers 'S' and relays the connection to a TLS server presenting cert.
+local function tls_relay(client, cert, key, extra)
+  assert(read_ssl_request(client), "no SSLRequest")
+  relay_to_tls_server("tls-relay", client, cert, key, extra, "S")
 end
 
 ---------------------------------------------------------------------------
@@ -276,16 +283,7 @@ end
 -- Relays the connection from its first byte to a TLS server presenting
 -- cert, as for direct TLS, where the client sends no SSLRequest.
 local function tls_direct_relay(client, cert, key, extra)
-  assert(cert and key, "tls-direct needs a certificate and a key file")
-  local port = free_port()
-  local pid = start_tls_server(port, cert, key, extra)
-  local upstream, err = connect_upstream(port)
-  if upstream then
-    relay(client, upstream)
-    upstream:close()
-  end
-  os.execute("kill " .. pid .. " 2>/dev/null")
-  assert(upstream, err)
+  relay_to_tls_server("tls-direct", client, cert, key, extra)
 end
 
 scenarios["tls-direct"] = function(client, cert, key)
